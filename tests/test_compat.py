@@ -73,5 +73,5 @@ def test_no_effect_when_extension_loads(monkeypatch):
 def test_cli_help_lists_subcommands():
     result = subprocess.run(["reid-workbench", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
-    for command in ("synth", "check-data", "train", "evaluate", "eval-codes", "quickstart"):
+    for command in ("synth", "check-data", "train", "evaluate", "eval-codes", "app", "quickstart"):
         assert command in result.stdout
