@@ -1,0 +1,114 @@
+"""The web app end to end: `app.start_app` serves a tiny run's dashboards with voila on 127.0.0.1, headless Chromium
+opens the page, the widgets render without JavaScript errors, the kernel answers a click, and screenshots of every
+tab are left in ./artifacts/ (app_<tab>.png)."""
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TABS = ("monitor", "retrieval", "swap", "interpolation", "part shuffle")
+HEADINGS = {"monitor": "Training monitor", "retrieval": "Retrieval", "swap": "Code swap",
+            "interpolation": "Interpolation", "part shuffle": "Part shuffle"}
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):   # in CI a missing browser is a broken setup, not a reason to skip
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)", pytrace=False)
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium); the browser test needs it", allow_module_level=True)
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from reid_workbench.app import free_port, start_app  # noqa: E402
+from reid_workbench.data.synth import SynthConfig, write_synthreid  # noqa: E402
+from reid_workbench.runs import train_run  # noqa: E402
+
+
+def _method() -> str:
+    "A generative method when one is installed (every tab then has a dashboard), else the baseline."
+    return "dgnet" if importlib.util.find_spec("reid_workbench.methods.dgnet") else "baseline"
+
+
+@pytest.fixture(scope="module")
+def served_run():
+    work = Path(tempfile.mkdtemp(prefix="app_browser_"))
+    root, _ = write_synthreid(work / "synth", SynthConfig.tiny(ids=16), progress=False)
+    method = _method()
+    train_run(method, root, work / "run", epochs=1, device="cpu", progress=False,
+              trainer_overrides=dict(max_steps_per_epoch=1, log_every=1))
+    yield method, work / "run"
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _is_benign(text: str) -> bool:
+    # a missing favicon is the browser's business, not the app's
+    return "favicon" in text
+
+
+VOILA_TEMPLATE_CDN = ("https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free",)
+
+
+def test_app_renders_in_chromium(served_run, artifacts_dir, tmp_path):
+    method, run = served_run
+    app = start_app(run, port=free_port(), folder=tmp_path / "app")
+    page_errors, console_errors, external = [], [], []
+    try:
+        app.wait_ready(60)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
+                                                            headless=True, args=CHROMIUM_ARGS,
+                                                            viewport={"width": 1400, "height": 1800})
+            try:
+                page = browser.new_page()
+                # the app must work offline: answer every request that leaves 127.0.0.1 with an empty body, and
+                # record it (voila's lab template links Font Awesome's CSS on a CDN; voila bundles the font itself)
+                page.route(lambda url: not url.startswith(app.url),
+                           lambda route: (external.append(route.request.url),
+                                          route.fulfill(status=200, content_type="text/css", body="")))
+                page.on("pageerror", lambda e: page_errors.append(str(e)))
+                page.on("console", lambda m: console_errors.append(f"{m.text} @ {m.location.get('url', '')}")
+                        if m.type == "error" else None)
+                page.goto(app.url, timeout=180_000, wait_until="domcontentloaded")
+                # voila runs the notebook, then renders its widgets
+                page.get_by_text(HEADINGS["monitor"], exact=True).wait_for(timeout=180_000)
+                assert page.locator(".jupyter-widgets").count() > 10
+                assert "Traceback" not in page.inner_text("body")
+                page.locator(".js-plotly-plot:visible .main-svg").first.wait_for(timeout=30_000)  # loss curves
+                page.screenshot(path=str(artifacts_dir / "app_monitor.png"), full_page=True)
+
+                expected = TABS if method != "baseline" else TABS[:2]
+                for tab in TABS[1:]:
+                    page.locator(".lm-TabBar-tab", has_text=tab).first.click()
+                    if tab in expected:
+                        page.get_by_text(HEADINGS[tab], exact=True).wait_for(timeout=30_000)
+                    else:
+                        page.get_by_text("needs a Disentangler").first.wait_for(timeout=30_000)
+                    time.sleep(0.5)   # let images and plots settle before the screenshot
+                    page.screenshot(path=str(artifacts_dir / f"app_{tab.replace(' ', '_')}.png"), full_page=True)
+
+                if method != "baseline":   # the kernel answers: choosing another structure donor redraws the swap
+                    page.locator(".lm-TabBar-tab", has_text="swap").first.click()
+                    before = page.evaluate("() => Array.from(document.images).map(i => i.src).join('|')")
+                    page.locator("button:visible", has_text="#6").last.click()   # a structure donor
+                    deadline = time.monotonic() + 30
+                    while time.monotonic() < deadline:
+                        after = page.evaluate("() => Array.from(document.images).map(i => i.src).join('|')")
+                        if after != before: break
+                        time.sleep(0.25)
+                    assert after != before, "clicking a thumbnail did not change any image"
+                    page.screenshot(path=str(artifacts_dir / "app_swap_clicked.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        status = app.stop()
+    assert status is not None and app.process.poll() is not None
+    assert not page_errors, f"JavaScript errors on the page: {page_errors}"
+    bad = [e for e in console_errors if not _is_benign(e)]
+    assert not bad, f"console errors: {bad}"
+    unexpected = [u for u in external if not u.startswith(VOILA_TEMPLATE_CDN)]
+    assert not unexpected, f"the page asked for resources outside 127.0.0.1: {unexpected}"
