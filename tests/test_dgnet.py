@@ -20,10 +20,10 @@ H, W = 64, 32
 
 
 def small(**overrides) -> DGNetConfig:
-    "The tiny preset at 64x32 with a smaller generator: what the tests train."
+    "The tiny preset at 64x32 with a smaller generator and pinned learning rates: what the tests train."
     return DGNetConfig.tiny(**(dict(size=(H, W), structure_channels=16, structure_res_blocks=1, mlp_hidden=32, dis_dim=8,
                                     dis_layers=2, feature_dim=64, teacher_epochs=0, teacher_overrides={},
-                                    lr_generator=3e-4, head_lr_mult=10.0) | overrides))
+                                    lr_appearance=0.01, head_lr_mult=1.0, lr_generator=5e-4) | overrides))
 
 
 def test_config_presets_validation_and_loader_config():
@@ -42,6 +42,7 @@ def test_config_presets_validation_and_loader_config():
     assert (tiny.teacher_config().depth, tiny.teacher_config().size) == (18, (128, 64))
     assert DGNetConfig.tiny(teacher_epochs=0).teacher_mode == "none"
     assert DGNetConfig.from_json(tiny.to_json()) == tiny
+    assert DGNetConfig.tiny(teacher_overrides={"milestones": (3,)}).teacher_overrides == {"milestones": [3]}  # JSON-stable
     assert DGNetConfig(teacher_run="somewhere").teacher_mode == "run"
     lc = paper.loader_config(LoaderConfig(num_workers=3))
     assert (lc.batch_size, lc.P, lc.K, lc.num_workers, lc.transform.size, lc.transform.random_erasing_p) == (8, 16, 4, 3, (256, 128), 0.0)
@@ -277,7 +278,7 @@ def test_short_training_reduces_reconstruction_and_round_trips(tmp_path):
     assert len(log) == 40 and trainer.global_step == 40
     assert {"gen", "img1", "img2", "code1", "code2", "id_s", "id_c", "adv", "fine", "dis", "r1", "acc"} <= set(log.columns)
     first, last = log["img1"].iloc[:5].mean(), log["img1"].iloc[-5:].mean()
-    assert last < 0.9 * first, (first, last)
+    assert last < 0.85 * first, (first, last)
     assert log["img2"].iloc[-5:].mean() < log["img2"].iloc[:5].mean()
     assert log["lambda_fine"].iloc[0] == 0 and log["lambda_fine"].iloc[-1] == pytest.approx(0.4)
     assert (log["lambda_prim"] == 0).all() and "prim" not in log.columns   # no teacher in this config
