@@ -62,9 +62,8 @@ def _check_voila():
 def _check_run(run_dir, data_root=None) -> Path:
     _check_voila()
     run_dir = Path(run_dir)
-    if not run_dir.is_dir(): raise FileNotFoundError(f"{run_dir}: no such run directory")
-    if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{run_dir / 'config.json'}: missing - {run_dir} is not a run directory of the Trainer")
+    from reid_workbench.training import run_info   # imported here: the app module itself stays free of torch
+    run_info(run_dir)   # a clear error when the folder is missing or is not a run
     if data_root is not None and not Path(data_root).is_dir(): raise FileNotFoundError(f"{data_root}: no such dataset folder")
     return run_dir
 

@@ -62,9 +62,8 @@ def default_reid_run(run: Path) -> Path | None:
 
 def cmd_eval_codes(args) -> int:
     from reid_workbench.codes_metrics import eval_codes
-    from reid_workbench.runs import run_info
-    data = args.data or run_info(args.run).get("data", {}).get("root")
-    if not data: raise UserError(f"{args.run}: the run does not record its dataset; pass --data")
+    from reid_workbench.training import run_data_root
+    data = run_data_root(args.run, args.data)
     reid_run = args.reid_run or default_reid_run(args.run)
     result = eval_codes(args.run, data, reid_run=reid_run, num_pairs=args.pairs, seed=args.seed, device=args.device)
     print(json.dumps(result))

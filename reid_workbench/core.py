@@ -91,6 +91,9 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict): return config_from_dict(cls, data)
     def replace(self, **changes): return dataclasses.replace(self, **changes)
+    def _require(self, ok: bool, what: str):
+        "Validation helper for `__post_init__`: a ValueError naming the config class and what is wrong."
+        if not ok: raise ValueError(f"{type(self).__name__}: {what}")
     def to_json(self, path=None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None: atomic_write_text(path, text)

@@ -24,7 +24,7 @@ from .data.loaders import LoaderConfig, TransformConfig, build_test_loaders, loa
 from .data.pose import draw_skeleton
 from .data.synth import SynthConfig, load_factors, synthreid_info, write_synthreid
 from .metrics import compute_distance_matrix, evaluate_rank, extract_features, re_ranking
-from .training import load_trained
+from .training import load_trained, run_data_root
 from .viz import image_grid, loss_columns, loss_curves_figure, ranked_list_image, to_pil
 import torchvision.transforms.v2.functional as TF
 
@@ -317,17 +317,8 @@ def error_html(message: str) -> str:
 
 def load_run(run_dir, data_root=None, device="cpu"):
     "(model, data_root) of a trained run: its checkpoint and the dataset it was trained on (or `data_root`)."
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir(): raise FileNotFoundError(f"{run_dir}: no such run directory")
-    config = run_dir / "config.json"
-    if not config.is_file(): raise FileNotFoundError(f"{config}: missing - {run_dir} is not a run directory of the Trainer")
-    try: info = json.loads(config.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e: raise ValueError(f"{config}: not valid JSON ({e})") from None
-    root = data_root or (info.get("data") or {}).get("root")
-    model = load_trained(run_dir, device)
-    if root is None: raise ValueError(f"{config}: the run does not record its dataset; pass data_root")
-    if not Path(root).is_dir(): raise FileNotFoundError(f"{root}: the dataset of run {run_dir} is not there (pass data_root)")
-    return model, Path(root)
+    root = run_data_root(run_dir, data_root)
+    return load_trained(run_dir, device), root
 
 class Dashboard:
     "Base of the dashboards: an error area, guarded callbacks with their latency, display as `widget`."

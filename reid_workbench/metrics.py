@@ -219,6 +219,32 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
         cmc = np.cumsum(hits[:max_rank]) / (n_valid * num_repeats)
     return {"cmc": cmc, "mAP": float(ap[ok].mean()), "mINP": float(inp[ok].mean()), "num_valid_queries": n_valid}
 
+# %% ../nbs/21_metrics.ipynb #45e6c18d
+def _evaluate_rank_reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,
+                             kind: str = "stable") -> tuple[np.ndarray, float, float, int]:
+    "Market-1501 protocol query by query after a full `np.argsort` of each row: (cmc, mAP, mINP, valid queries)."
+    distmat, q_pids, g_pids, q_camids, g_camids = (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+                                                   for x in (distmat, q_pids, g_pids, q_camids, g_camids))
+    max_rank = min(max_rank, distmat.shape[1])
+    indices = np.argsort(distmat, axis=1, kind=kind)
+    matches = (g_pids[indices] == q_pids[:, None]).astype(np.int32)
+    all_cmc, all_ap, all_inp = [], [], []
+    for q in range(len(distmat)):
+        order = indices[q]
+        remove = (g_pids[order] == q_pids[q]) & (g_camids[order] == q_camids[q])
+        raw_cmc = matches[q][~remove]
+        if not raw_cmc.any(): continue
+        cmc = raw_cmc.cumsum()
+        last = np.flatnonzero(raw_cmc)[-1]
+        all_inp.append(cmc[last] / (last + 1.0))
+        hits = np.minimum(cmc, 1)[:max_rank]
+        all_cmc.append(np.concatenate([hits, np.full(max_rank - len(hits), hits[-1])]))  # a short kept list stays at 1
+        precision_at_hits = cmc / np.arange(1, len(cmc) + 1)
+        all_ap.append((precision_at_hits * raw_cmc).sum() / raw_cmc.sum())
+    if not all_cmc: raise ValueError("_evaluate_rank_reference: no query has a true match in the gallery")
+    return np.asarray(all_cmc, np.float32).mean(0), float(np.mean(all_ap)), float(np.mean(all_inp)), len(all_cmc)
+
+
 # %% ../nbs/21_metrics.ipynb #61d77b07
 def _re_ranking_reference(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6,
                           lambda_value: float = 0.3) -> np.ndarray:

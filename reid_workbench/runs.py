@@ -13,10 +13,10 @@ from .core import atomic_write_text, get_device, seed_everything
 from .data.datasets import load_dataset
 from .data.loaders import LoaderConfig, TransformConfig, build_test_loaders
 from .metrics import compute_distance_matrix, evaluate_rank, extract_features, re_ranking
-from .training import Trainer, TrainerConfig, get_method, load_trained
+from .training import Trainer, TrainerConfig, get_method, load_trained, run_data_root, run_info
 
 # %% auto #0
-__all__ = ['KNOWN_METHODS', 'import_method', 'method_config', 'train_run', 'run_info', 'evaluate_run', 'chance_level']
+__all__ = ['KNOWN_METHODS', 'import_method', 'method_config', 'train_run', 'evaluate_run', 'chance_level']
 
 # %% ../nbs/45_runs.ipynb #5183be7b
 KNOWN_METHODS = ("baseline", "dgnet", "isgan")  # grows with each method notebook
@@ -60,20 +60,12 @@ def train_run(method: str, data, out, preset: str = "tiny", epochs: int | None =
     return trainer.fit(resume=resume)
 
 # %% ../nbs/45_runs.ipynb #b9410f9f
-def run_info(run_dir) -> dict:
-    "The run's `config.json` as a dict (clear error when the folder is not a run)."
-    path = Path(run_dir) / "config.json"
-    if not path.is_file(): raise FileNotFoundError(f"{path}: missing - {run_dir} is not a run directory")
-    return json.loads(path.read_text(encoding="utf-8"))
-
 def evaluate_run(run_dir, data=None, rerank: bool = False, metric: str = "euclidean", device: str = "auto",
                  flip: bool = True, batch_size: int = 128, return_details: bool = False) -> dict:
     "Rank-1/5/10, mAP and mINP of the run's test feature on `data` (default: the dataset it was trained on)."
     run_dir = Path(run_dir)
     info = run_info(run_dir)
-    root = data if data is not None else info.get("data", {}).get("root")
-    if not root: raise ValueError(f"{run_dir}: the run does not record its dataset; pass data=")
-    dataset = load_dataset(root)
+    dataset = load_dataset(run_data_root(run_dir, data))
     device = get_device(device)
     model = load_trained(run_dir, device)
     size = tuple(info["method_config"].get("size", (256, 128)))

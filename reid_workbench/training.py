@@ -21,7 +21,7 @@ from .core import (IN_TEST, CheckpointError, Config, atomic_write_bytes, atomic_
 
 # %% auto #0
 __all__ = ['SAMPLER_NAMES', 'Stage', 'TrainingDiverged', 'TrainerConfig', 'StepContext', 'Method', 'register_method',
-           'get_method', 'DatasetLoaderFactory', 'Trainer', 'load_trained']
+           'get_method', 'DatasetLoaderFactory', 'Trainer', 'run_info', 'run_data_root', 'load_trained']
 
 # %% ../nbs/30_training.ipynb #e423b2ce
 SAMPLER_NAMES = ("pk", "pair", "verification", "random")
@@ -713,13 +713,27 @@ class Trainer:
         return metrics
 
 # %% ../nbs/30_training.ipynb #b239afff
+def run_info(run_dir) -> dict:
+    "The run's `config.json` as a dict (clear errors when the folder is missing or is not a run)."
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not run_dir.is_dir(): raise FileNotFoundError(f"{run_dir}: no such run directory")
+    if not path.is_file(): raise FileNotFoundError(f"{path}: missing - {run_dir} is not a run directory of the Trainer")
+    try: return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+def run_data_root(run_dir, data=None) -> Path:
+    "`data` if given, else the dataset root the run was trained on (clear errors when neither is there)."
+    root = data if data is not None else (run_info(run_dir).get("data") or {}).get("root")
+    if not root: raise ValueError(f"{run_dir}: the run does not record its dataset; pass the dataset root")
+    if not Path(root).is_dir(): raise FileNotFoundError(f"{root}: the dataset of run {run_dir} is not there; pass the dataset root")
+    return Path(root)
+
 def load_trained(run_dir, device: str | torch.device = "cpu") -> Method:
     "The method trained in `run_dir` (config.json + checkpoints/last.pt), on `device`, in eval mode."
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
-    if not config_path.is_file(): raise FileNotFoundError(f"{config_path}: missing - not a run directory of the Trainer")
-    try: info = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e: raise ValueError(f"{config_path}: not valid JSON ({e})") from None
+    info = run_info(run_dir)
     missing = [k for k in ("method", "method_config", "num_classes") if k not in info]
     if missing: raise ValueError(f"{config_path}: missing key(s) {missing}")
     config_cls, method_cls = get_method(info["method"])

@@ -6,7 +6,8 @@ import torch
 
 from reid_workbench import metrics
 from reid_workbench.metrics import (compute_distance_matrix, evaluate_features, evaluate_rank, extract_features,
-                                    re_ranking, _re_ranking_reference)
+                                    re_ranking, _re_ranking_reference,
+                                    _evaluate_rank_reference as reference_market)
 
 
 # ---------------------------------------------------------------- references (one query at a time, like Torchreid)
@@ -22,29 +23,6 @@ def _average_precision(raw_cmc):
     tmp_cmc = raw_cmc.cumsum()
     tmp_cmc = np.asarray([x / (i + 1.0) for i, x in enumerate(tmp_cmc)]) * raw_cmc
     return tmp_cmc.sum() / num_rel
-
-
-def reference_market(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
-    distmat, q_pids, g_pids, q_camids, g_camids = map(np.asarray, (distmat, q_pids, g_pids, q_camids, g_camids))
-    num_q, num_g = distmat.shape
-    max_rank = min(max_rank, num_g)
-    indices = np.argsort(distmat, axis=1, kind="stable")  # the documented tie order: by gallery index
-    matches = (g_pids[indices] == q_pids[:, None]).astype(np.int32)
-    all_cmc, all_ap, all_inp = [], [], []
-    for q in range(num_q):
-        order = indices[q]
-        remove = (g_pids[order] == q_pids[q]) & (g_camids[order] == q_camids[q])
-        raw_cmc = matches[q][~remove]
-        if not np.any(raw_cmc):
-            continue
-        cmc = raw_cmc.cumsum()
-        last = np.max(np.where(raw_cmc == 1))
-        all_inp.append(cmc[last] / (last + 1.0))
-        cmc[cmc > 1] = 1
-        all_cmc.append(_pad_cmc(cmc, max_rank))
-        all_ap.append(_average_precision(raw_cmc))
-    assert all_cmc, "no valid query"
-    return np.asarray(all_cmc, np.float32).sum(0) / len(all_cmc), np.mean(all_ap), np.mean(all_inp), len(all_cmc)
 
 
 def reference_cuhk03(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, num_repeats=10, seed=0):

@@ -71,7 +71,7 @@ def test_load_trained_never_fetches_imagenet_weights(tmp_path, synth_root):
 
 def test_cli_errors_are_clear(tmp_path, synth_root):
     result = cli("evaluate", tmp_path / "nowhere")
-    assert result.returncode == 2 and "not a run directory" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "nowhere: no such run directory" in result.stderr and "Traceback" not in result.stderr
     result = cli("train", "--method", "nomethod", "--data", synth_root, "--out", tmp_path / "r")
     assert result.returncode == 2 and "unknown method 'nomethod'" in result.stderr
     result = cli("train", "--method", "baseline", "--preset", "huge", "--data", synth_root, "--out", tmp_path / "r")

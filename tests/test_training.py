@@ -248,7 +248,7 @@ def test_bad_and_foreign_checkpoints_raise_checkpoint_error_naming_the_file(tmp_
     with pytest.raises(CheckpointError, match="missing.*last.pt.*not found"):
         train(tmp_path / "missing", resume=True)
     assert not (tmp_path / "missing").exists()
-    with pytest.raises(FileNotFoundError, match="config.json"): load_trained(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="missing: no such run directory"): load_trained(tmp_path / "missing")
 
 
 def test_determinism(tmp_path):

@@ -49,8 +49,7 @@ class BaselineConfig(Config):
     random_erasing_p: float = 0.5
 
     def __post_init__(self):
-        def need(ok, what):
-            if not ok: raise ValueError(f"BaselineConfig: {what}")
+        need = self._require
         need(self.depth in (18, 34, 50), f"depth={self.depth!r} must be 18, 34 or 50")
         need(self.last_stride in (1, 2), f"last_stride={self.last_stride!r} must be 1 or 2")
         need(self.head in ("bnneck", "ide"), f"head={self.head!r} must be 'bnneck' or 'ide'")

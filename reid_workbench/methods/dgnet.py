@@ -80,8 +80,7 @@ class DGNetConfig(Config):
     teacher_overrides: dict = field(default_factory=dict)  # changes to BaselineConfig.teacher() for that teacher
 
     def __post_init__(self):
-        def need(ok, what):
-            if not ok: raise ValueError(f"DGNetConfig: {what}")
+        need = self._require
         need(self.depth in (18, 34, 50), f"depth={self.depth!r} must be 18, 34 or 50")
         need(self.last_stride in (1, 2), f"last_stride={self.last_stride!r} must be 1 or 2")
         need(len(self.size) == 2 and all(int(v) % 4 == 0 and v >= 32 for v in self.size),

@@ -77,8 +77,7 @@ class ISGANConfig(Config):
     epochs: int | None = None                # set: split this many epochs 3 : 2 : 1 over the stages instead
 
     def __post_init__(self):
-        def need(ok, what):
-            if not ok: raise ValueError(f"ISGANConfig: {what}")
+        need = self._require
         need(self.depth in (18, 34, 50), f"depth={self.depth!r} must be 18, 34 or 50")
         need(len(self.size) == 2 and all(int(v) % 32 == 0 for v in self.size) and self.size[0] >= 96 and self.size[1] >= 32,
              f"size={self.size!r} must be (height, width), multiples of 32 with height >= 96 (G upsamples x32 from "
