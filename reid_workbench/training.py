@@ -724,7 +724,10 @@ def run_info(run_dir) -> dict:
 
 def run_data_root(run_dir, data=None) -> Path:
     "`data` if given, else the dataset root the run was trained on (clear errors when neither is there)."
-    root = data if data is not None else (run_info(run_dir).get("data") or {}).get("root")
+    if data is not None:
+        if not Path(data).is_dir(): raise FileNotFoundError(f"{data}: no such dataset folder")
+        return Path(data)
+    root = (run_info(run_dir).get("data") or {}).get("root")
     if not root: raise ValueError(f"{run_dir}: the run does not record its dataset; pass the dataset root")
     if not Path(root).is_dir(): raise FileNotFoundError(f"{root}: the dataset of run {run_dir} is not there; pass the dataset root")
     return Path(root)

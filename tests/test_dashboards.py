@@ -481,7 +481,7 @@ def test_from_run_shows_what_is_wrong(tmp_path, baseline_run):
     not_gen = PartShuffleDashboard.from_run(baseline_run)
     assert isinstance(not_gen, ErrorDashboard) and "needs a Disentangler" in not_gen.error_message
     moved = RetrievalDashboard.from_run(baseline_run, data_root=tmp_path / "gone")
-    assert "is not there" in moved.error_message
+    assert "gone: no such dataset folder" in moved.error_message
     assert isinstance(MonitorDashboard.from_run(baseline_run), MonitorDashboard)
     assert isinstance(Dashboard.from_run(tmp_path / "nowhere"), ErrorDashboard)
 
