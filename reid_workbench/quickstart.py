@@ -23,7 +23,7 @@ __all__ = ['DGNET_QUICKSTART_EPOCHS', 'QUICKSTART_METHODS', 'DISENTANGLEMENT_COL
 
 # %% ../nbs/61_quickstart.ipynb #0ed88abd
 DGNET_QUICKSTART_EPOCHS = 8   # the tiny preset's lr drop comes after epoch 6: 8 epochs include it
-QUICKSTART_METHODS = {"baseline": dict(epochs=12), "dgnet": dict(epochs=DGNET_QUICKSTART_EPOCHS), "isgan": {}}
+QUICKSTART_METHODS = {"baseline": dict(epochs=24, milestones=(18,)), "dgnet": dict(epochs=DGNET_QUICKSTART_EPOCHS), "isgan": {}}
 DISENTANGLEMENT_COLUMNS = ("swap_l1", "swap_ssim", "swap_l1_ref_a", "swap_l1_ref_b", "swap_ssim_ref_a", "swap_ssim_ref_b",
                            "swap_beats_both", "retention_appearance", "retention_structure", "recon_l1", "recon_ssim",
                            "diversity_generated", "diversity_real", "fid", "fid_ref_real")
