@@ -15,7 +15,7 @@ from ..core import Config
 from ..data.loaders import LoaderConfig
 from .baseline import Baseline, BaselineConfig, eval_mode
 from ..models.backbones import ResNetTrunk
-from ..models.gan import (GAN_LOSSES, AdaINDecoder, ConvBlock, MultiScaleDiscriminator, ResBlock,
+from ..models.gan import (GAN_LOSSES, AdaINDecoder, ConvBlock, MultiScaleDiscriminator, ResBlock, frozen_parameters,
                                        convert_range, gan_d_loss, gan_g_loss, r1_penalty, rgb_to_gray)
 from ..models.heads import IDEHead
 from ..training import Method, Stage, StepContext, load_trained, register_method
@@ -266,14 +266,6 @@ def _structure_donors(pids: Tensor) -> Tensor:
         if clashes == 0: break
     return torch.arange(n, device=pids.device).roll(best)
 
-class _NoGrad:
-    "Temporarily switch off requires_grad of a module's parameters (D while the generator is updated)."
-    def __init__(self, module: nn.Module): self.params = [p for p in module.parameters() if p.requires_grad]
-    def __enter__(self):
-        for p in self.params: p.requires_grad_(False)
-    def __exit__(self, *exc):
-        for p in self.params: p.requires_grad_(True)
-
 class DGNet(Method):
     "DG-Net: E_a (ResNet, 4-stripe appearance code, f_prim / f_fine heads), gray E_s, AdaIN decoder G, multi-scale D."
     part_regions = [(i / APPEARANCE_STRIPES, (i + 1) / APPEARANCE_STRIPES) for i in range(APPEARANCE_STRIPES)]
@@ -469,7 +461,7 @@ class DGNet(Method):
         if lambda_prim > 0:
             with torch.no_grad(), ctx.autocast():
                 teacher_logits = self.teacher_model(anchor.device).logits(out["cross_net"].detach())
-        with _NoGrad(self.discriminator), ctx.autocast():
+        with frozen_parameters(self.discriminator), ctx.autocast():
             dis_outputs = self.discriminator(out["cross"])
         g_losses = self.generator_losses(out, pids, positive_pids, lambda_prim, lambda_fine, teacher_logits, dis_outputs)
         ctx.step("gen", g_losses["total"], loss_name="gen")

@@ -15,7 +15,7 @@ from ..data.loaders import LoaderConfig
 from ..losses import cross_entropy_lsr
 from .baseline import eval_mode
 from ..models.backbones import ResNetTrunk, resnet_stage_channels
-from ..models.gan import GAN_LOSSES, ConvBlock, convert_range, gan_d_loss, gan_g_loss
+from ..models.gan import GAN_LOSSES, ConvBlock, convert_range, frozen_parameters, gan_d_loss, gan_g_loss
 from ..models.heads import init_classifier, init_fc_kaiming
 from ..training import Method, Stage, StepContext, register_method
 
@@ -358,14 +358,6 @@ def shuffling_loss(generated: list[Tensor], targets: list[Tensor]) -> Tensor:
     return sum(l1_distance(g, t) for g, t in zip(generated, targets))
 
 # %% ../../nbs/42_methods.isgan.ipynb #98b7692e
-class _FrozenParams:
-    "Temporarily switch off requires_grad of a module's parameters (the discriminators during the generator update)."
-    def __init__(self, module: nn.Module): self.params = [p for p in module.parameters() if p.requires_grad]
-    def __enter__(self):
-        for p in self.params: p.requires_grad_(False)
-    def __exit__(self, *exc):
-        for p in self.params: p.requires_grad_(True)
-
 class ISGAN(Method):
     "IS-GAN: shared ResNet trunk (to conv4_1), part encoders E_R / E_U, generator G, domain / class discriminators."
     part_regions = [tuple(r) for r in PART_REGIONS]
@@ -533,7 +525,7 @@ class ISGAN(Method):
                 losses["L_PS"] = shuffling_loss(gen[4:], tgt[4:])
                 total = total + cfg.lambda_ps * losses["L_PS"]
             if cfg.use_ld or cfg.use_lc:
-                with _FrozenParams(self.discriminator):
+                with frozen_parameters(self.discriminator):
                     fake_dom, fake_cls = self.discriminator(out["generated"])
                 if cfg.use_ld:
                     losses["L_D"] = gan_g_loss(fake_dom, cfg.gan_loss)

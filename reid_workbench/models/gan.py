@@ -15,7 +15,7 @@ from ..data.loaders import IMAGENET_MEAN, IMAGENET_STD
 # %% auto #0
 __all__ = ['IMAGE_RANGES', 'RGB_TO_GRAY', 'GAN_LOSSES', 'convert_range', 'rgb_to_gray', 'norm_layer', 'activation_layer',
            'ConvBlock', 'ResBlock', 'AdaIN2d', 'AdaINResBlock', 'MLP', 'AdaINDecoder', 'PatchDiscriminator',
-           'MultiScaleDiscriminator', 'gan_d_loss', 'gan_g_loss', 'r1_penalty']
+           'MultiScaleDiscriminator', 'gan_d_loss', 'gan_g_loss', 'r1_penalty', 'frozen_parameters']
 
 # %% ../../nbs/12_models.gan.ipynb #22d146a1
 IMAGE_RANGES = ("imagenet", "unit", "tanh")
@@ -224,3 +224,14 @@ def r1_penalty(real_outputs, real_images: Tensor) -> Tensor:
     score = sum(o.float().mean(tuple(range(1, o.dim()))).sum() for o in _as_list(real_outputs))
     (grad,) = torch.autograd.grad(score, real_images, create_graph=True)
     return grad.float().pow(2).flatten(1).sum(1).mean()
+
+# %% ../../nbs/12_models.gan.ipynb #3a5340e6
+class frozen_parameters:
+    "Context manager: `requires_grad` off for `module`'s trainable parameters, restored on exit (D in G's update)."
+    def __init__(self, module: nn.Module): self.params = [p for p in module.parameters() if p.requires_grad]
+    def __enter__(self):
+        for p in self.params: p.requires_grad_(False)
+        return self
+    def __exit__(self, *exc):
+        for p in self.params: p.requires_grad_(True)
+
