@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['IN_TEST', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'get_device', 'seed_everything', 'config_from_dict', 'Config',
+__all__ = ['IN_TEST', 'IMAGENET_MEAN', 'IMAGENET_STD', 'IMAGE_RANGES', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'get_device',
+           'derived_seed', 'check_image_range', 'convert_range', 'seed_everything', 'config_from_dict', 'Config',
            'atomic_write_bytes', 'atomic_write_text', 'CheckpointError', 'save_checkpoint', 'load_checkpoint']
 
 # %% ../nbs/00_core.ipynb #4ed47f88
@@ -32,6 +33,44 @@ def get_device(spec: str | torch.device | None = "auto") -> torch.device:
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError(f"device {spec!r} was asked for, but MPS is not available")
     return device
+
+# %% ../nbs/00_core.ipynb #5e1d0a01
+def derived_seed(*parts: int) -> int:
+    "A seed derived from `parts` (a run seed, a rank, an epoch...): independent streams that are reproducible."
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 2)
+
+# %% ../nbs/00_core.ipynb #5e1d0a04
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_RANGES = ("imagenet", "unit", "tanh")
+
+def _imagenet_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (1,) * (images.dim() - 3) + (3, 1, 1)
+    as_tensor = lambda v: torch.tensor(v, device=images.device, dtype=images.dtype).view(shape)
+    return as_tensor(IMAGENET_MEAN), as_tensor(IMAGENET_STD)
+
+def check_image_range(value: str, what: str = "normalization") -> str:
+    "`value` if it names an image range, else a ValueError naming `what`."
+    if value not in IMAGE_RANGES: raise ValueError(f"{what}={value!r}: use one of {', '.join(IMAGE_RANGES)}")
+    return value
+
+# %% ../nbs/00_core.ipynb #5e1d0a05
+def convert_range(images: torch.Tensor, source: str, target: str, clamp: bool = False) -> torch.Tensor:
+    "Images (..., 3, H, W) from range `source` to range `target`; uint8 input is [0, 255]; `clamp` to the valid range."
+    check_image_range(source, "source"); check_image_range(target, "target")
+    if images.dim() < 3 or images.shape[-3] != 3:
+        raise ValueError(f"convert_range: expected (..., 3, H, W) images, got shape {tuple(images.shape)}")
+    if not images.is_floating_point(): images, source = images.float() / 255, "unit"
+    if source == target and not clamp: return images
+    if source == "imagenet":
+        mean, std = _imagenet_stats(images)
+        unit = images * std + mean
+    else: unit = images if source == "unit" else (images + 1) / 2
+    if clamp: unit = unit.clamp(0, 1)
+    if target == "unit": return unit
+    if target == "tanh": return unit * 2 - 1
+    mean, std = _imagenet_stats(images)
+    return (unit - mean) / std
 
 # %% ../nbs/00_core.ipynb #67c935ba
 def seed_everything(seed: int, deterministic: bool = True) -> None:

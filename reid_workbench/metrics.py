@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from scipy import sparse
 
 # %% auto #0
-__all__ = ['evaluate_rank', 're_ranking', 'extract_features', 'compute_distance_matrix', 'evaluate_features']
+__all__ = ['evaluate_rank', 're_ranking', 'extract_features', 'compute_distance_matrix', 'retrieval_distances', 'protocol_junk',
+           'ranked_gallery', 'evaluate_features']
 
 # %% ../nbs/21_metrics.ipynb #31d40143
 def _ids(x, name: str) -> np.ndarray:
@@ -150,7 +151,7 @@ def _score_block(d, cols, valid, match, method="auto"):
     ap = np.where(match_s, np.cumsum(match_s, 1) / rank, 0.0).sum(1) / np.maximum(n, 1)
     inp = n / np.maximum(np.where(match_s, rank, 0.0).max(1), 1)
     first = np.where(match_s, rank, np.inf).min(1)
-    return ap, inp, first, n > 0
+    return ap, inp, first, n
 
 # %% ../nbs/21_metrics.ipynb #37f4adf0
 def _single_shot_ranks(d, gal: _Gallery, rows, cols, match, u: np.ndarray) -> np.ndarray:
@@ -183,7 +184,8 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
     `protocol="cuhk03"`: CMC with one randomly drawn gallery image per identity, averaged over `num_repeats` draws
     (deterministic given `seed`); AP and INP as for market1501. Equal distances rank by gallery index.
     Returns {"cmc": float64 array of length min(max_rank, n_gallery) (as Torchreid), "mAP", "mINP": floats in [0, 1],
-    "num_valid_queries": int}."""
+    "num_valid_queries": int, "per_query": DataFrame of `ap`, `first_hit` (1-based; both NaN for a skipped query) and
+    `num_matches`}."""
     if protocol not in ("market1501", "cuhk03"):
         raise ValueError(f"protocol must be 'market1501' or 'cuhk03', got {protocol!r}")
     if max_rank < 1: raise ValueError(f"max_rank must be >= 1, got {max_rank}")
@@ -192,12 +194,13 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
     max_rank = min(max_rank, ng)
     gal = _Gallery(q_pids, g_pids, q_camids, g_camids)
     chunk = chunk_size or _auto_chunk(ng)
-    ap, inp, first, ok = (np.zeros(nq), np.zeros(nq), np.zeros(nq), np.zeros(nq, bool))
+    ap, inp, first, n_match = (np.zeros(nq), np.zeros(nq), np.zeros(nq), np.zeros(nq, np.int64))
     by_size = np.argsort(gal.q_count, kind="stable")  # similar member counts per block: little padding
     for s in range(0, nq, chunk):
         rows = by_size[s:s + chunk]
         cols, valid, match = gal.members(rows)
-        ap[rows], inp[rows], first[rows], ok[rows] = _score_block(_rows(d, rows), cols, valid, match)
+        ap[rows], inp[rows], first[rows], n_match[rows] = _score_block(_rows(d, rows), cols, valid, match)
+    ok = n_match > 0
     n_valid = int(ok.sum())
     if n_valid == 0:
         raise ValueError(f"no query has a true match in the gallery (all {nq} queries skipped): check that the "
@@ -217,7 +220,10 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
             ranks = _single_shot_ranks(_rows(d, rows[keep]), gal, rows[keep], cols[keep], match[keep], u[keep])
             hits += np.bincount(np.minimum(ranks, max_rank + 1).ravel() - 1, minlength=max_rank + 1)
         cmc = np.cumsum(hits[:max_rank]) / (n_valid * num_repeats)
-    return {"cmc": cmc, "mAP": float(ap[ok].mean()), "mINP": float(inp[ok].mean()), "num_valid_queries": n_valid}
+    per_query = pd.DataFrame({"ap": np.where(ok, ap, np.nan), "first_hit": np.where(ok, first, np.nan),
+                              "num_matches": n_match})
+    return {"cmc": cmc, "mAP": float(ap[ok].mean()), "mINP": float(inp[ok].mean()), "num_valid_queries": n_valid,
+            "per_query": per_query}
 
 # %% ../nbs/21_metrics.ipynb #45e6c18d
 def _evaluate_rank_reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,
@@ -243,7 +249,6 @@ def _evaluate_rank_reference(distmat, q_pids, g_pids, q_camids, g_camids, max_ra
         all_ap.append((precision_at_hits * raw_cmc).sum() / raw_cmc.sum())
     if not all_cmc: raise ValueError("_evaluate_rank_reference: no query has a true match in the gallery")
     return np.asarray(all_cmc, np.float32).mean(0), float(np.mean(all_ap)), float(np.mean(all_inp)), len(all_cmc)
-
 
 # %% ../nbs/21_metrics.ipynb #61d77b07
 def _re_ranking_reference(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6,
@@ -485,15 +490,33 @@ def compute_distance_matrix(qf, gf, metric: str = "euclidean", chunk_size: int =
         else: out.append((q.square().sum(1, keepdim=True) + g_sq - 2 * q @ gf.T).clamp_(min=0))
     return torch.cat(out) if out else qf.new_zeros((0, len(gf)))
 
+# %% ../nbs/21_metrics.ipynb #f8b489d5
+def retrieval_distances(qf, gf, metric: str = "euclidean", rerank: bool = False, k1: int = 20, k2: int = 6,
+                        lambda_value: float = 0.3) -> torch.Tensor:
+    "The (Q, G) query-gallery distances of the features (on the CPU), k-reciprocal re-ranked if `rerank`."
+    dist = compute_distance_matrix(qf, gf, metric).cpu()
+    if not rerank: return dist
+    return torch.from_numpy(re_ranking(dist, compute_distance_matrix(qf, qf, metric).cpu(),
+                                       compute_distance_matrix(gf, gf, metric).cpu(), k1=k1, k2=k2,
+                                       lambda_value=lambda_value))
+
+def protocol_junk(q_pid: int, q_camid: int, g_pids, g_camids) -> np.ndarray:
+    "The gallery images a query may not match (same identity and same camera), as a boolean mask."
+    return (np.asarray(g_pids) == int(q_pid)) & (np.asarray(g_camids) == int(q_camid))
+
+def ranked_gallery(distances, k: int, q_pid: int | None = None, q_camid: int | None = None,
+                   g_pids=None, g_camids=None) -> list[int]:
+    "The k nearest gallery indices of one query (ties by index); with its pid and camera, junk images removed."
+    order = np.argsort(np.asarray(distances), kind="stable")
+    if q_pid is not None: order = order[~protocol_junk(q_pid, q_camid, g_pids, g_camids)[order]]
+    return order[:k].tolist()
+
 # %% ../nbs/21_metrics.ipynb #f8b489d6
 def evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, metric: str = "euclidean", rerank: bool = False,
                       k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
                       protocol: str = "market1501") -> pd.DataFrame:
     "One-row DataFrame with rank1, rank5, rank10, mAP, mINP (fractions in [0, 1]) for query/gallery features."
-    dist = compute_distance_matrix(qf, gf, metric)
-    if rerank:
-        dist = re_ranking(dist.cpu(), compute_distance_matrix(qf, qf, metric).cpu(),
-                          compute_distance_matrix(gf, gf, metric).cpu(), k1=k1, k2=k2, lambda_value=lambda_value)
+    dist = retrieval_distances(qf, gf, metric, rerank, k1=k1, k2=k2, lambda_value=lambda_value)
     res = evaluate_rank(dist, q_pids, g_pids, q_camids, g_camids, max_rank=10, protocol=protocol)
     cmc = res["cmc"]
     row = {f"rank{k}": float(cmc[min(k, len(cmc)) - 1]) for k in (1, 5, 10)}

@@ -16,12 +16,12 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 import reid_workbench
-from .core import (IN_TEST, CheckpointError, Config, atomic_write_bytes, atomic_write_text, get_device,
-                                 load_checkpoint, save_checkpoint, seed_everything)
+from .core import (IN_TEST, CheckpointError, Config, atomic_write_bytes, atomic_write_text, derived_seed,
+                                 get_device, load_checkpoint, save_checkpoint, seed_everything)
 
 # %% auto #0
-__all__ = ['SAMPLER_NAMES', 'Stage', 'TrainingDiverged', 'TrainerConfig', 'StepContext', 'Method', 'register_method',
-           'get_method', 'DatasetLoaderFactory', 'Trainer', 'run_info', 'run_data_root', 'load_trained']
+__all__ = ['SAMPLER_NAMES', 'Stage', 'TrainingDiverged', 'TrainerConfig', 'StepContext', 'Method', 'DatasetLoaderFactory',
+           'load_model_state', 'Trainer', 'run_info', 'run_data_root']
 
 # %% ../nbs/30_training.ipynb #e423b2ce
 SAMPLER_NAMES = ("pk", "pair", "verification", "random")
@@ -130,7 +130,8 @@ class StepContext:
 # %% ../nbs/30_training.ipynb #7dd59629
 class Method(nn.Module):
     "Base class of the re-ID methods: stages, optimizers, frozen modules, a training step and the test feature."
-    name: str = ""
+    name: str = ""                      # set by `registry.register_method`, with `info` (its MethodInfo)
+    info = None
 
     def __init__(self, config: Config, num_classes: int):
         super().__init__()
@@ -147,36 +148,7 @@ class Method(nn.Module):
     def sample_images(self, batch: dict) -> Tensor | None: return None
     def forward(self, images: Tensor) -> Tensor: return self.embed(images)
 
-_METHODS: dict[str, tuple[type, type]] = {}
-
-def register_method(name: str, config_cls: type, method_cls: type) -> type:
-    "Make `method_cls` (configured by the dataclass `config_cls`) known under `name`; returns `method_cls`."
-    if not (isinstance(method_cls, type) and issubclass(method_cls, Method)):
-        raise TypeError(f"register_method({name!r}): {method_cls!r} is not a subclass of Method")
-    if not (dataclasses.is_dataclass(config_cls) and issubclass(config_cls, Config)):
-        raise TypeError(f"register_method({name!r}): {config_cls!r} is not a Config dataclass")
-    if method_cls.name and method_cls.name != name:
-        raise ValueError(f"register_method({name!r}): {method_cls.__name__}.name is {method_cls.name!r}")
-    method_cls.name = name
-    _METHODS[name] = (config_cls, method_cls)
-    return method_cls
-
-def get_method(name: str) -> tuple[type, type]:
-    "`(config_cls, method_cls)` of a registered method, importing `reid_workbench.methods.<name>` when needed."
-    if name not in _METHODS:
-        module = f"reid_workbench.methods.{name}"
-        try: importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name not in (module, "reid_workbench.methods"): raise
-        if name not in _METHODS:
-            raise ValueError(f"unknown method {name!r}: not registered and no module {module} registers it; "
-                             f"registered: {sorted(_METHODS)}")
-    return _METHODS[name]
-
 # %% ../nbs/30_training.ipynb #6db25c97
-def _derived_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 2)
-
 class DatasetLoaderFactory:
     "Loader factory over a `ReIDDataset`: `build_train_loader` per epoch with the stage's sampler and overrides."
     def __init__(self, dataset, loader_config=None):
@@ -198,7 +170,7 @@ class DatasetLoaderFactory:
     def __call__(self, stage: Stage, epoch: int, num_replicas: int = 1, rank: int = 0, stage_index: int = 0):
         from reid_workbench.data.loaders import build_train_loader
         cfg = self.stage_config(stage)
-        cfg = cfg.replace(seed=_derived_seed(cfg.seed, stage_index, epoch))
+        cfg = cfg.replace(seed=derived_seed(cfg.seed, stage_index, epoch))
         return build_train_loader(self.dataset, cfg, stage.sampler, num_replicas=num_replicas, rank=rank, **stage.loader)
 
     def describe(self) -> dict:
@@ -256,7 +228,7 @@ def _plain(value):
     if isinstance(value, (list, tuple)): return [_plain(v) for v in value]
     return value
 
-def _load_model_state(method: Method, state: dict, path) -> None:
+def load_model_state(method: Method, state: dict, path) -> None:
     "Load a checkpoint's weights into `method`; every misfit is a CheckpointError naming the file."
     if not isinstance(state.get("model"), dict):
         raise CheckpointError(f"{path}: holds no 'model' weights - not a checkpoint written by the Trainer")
@@ -494,7 +466,8 @@ class Trainer:
                 "complete": self.stage_index == len(self.stages) - 1 and epoch == stage.epochs - 1}
 
     def _write_config(self) -> None:
-        info = {"method": self.method.name, "method_config": self.method.config.to_dict(),
+        info = {"method": self.method.name, "method_module": type(self.method).__module__,
+                "method_config": self.method.config.to_dict(),
                 "trainer": self.config.to_dict(), "data": _plain(self.data_info), "num_classes": self.method.num_classes}
         atomic_write_text(self.run_dir / "config.json", json.dumps(info, indent=2))
 
@@ -508,7 +481,7 @@ class Trainer:
             if resume == "auto": return None
             raise CheckpointError(f"{path}: checkpoint file not found, nothing to resume")
         state = load_checkpoint(path)
-        _load_model_state(self.method, state, path)
+        load_model_state(self.method, state, path)
         names = [s.name for s in self.stages]
         if state.get("stage_names") != names:
             raise CheckpointError(f"{path}: written for stages {state.get('stage_names')}, the method now has {names}")
@@ -731,20 +704,3 @@ def run_data_root(run_dir, data=None) -> Path:
     if not root: raise ValueError(f"{run_dir}: the run does not record its dataset; pass the dataset root")
     if not Path(root).is_dir(): raise FileNotFoundError(f"{root}: the dataset of run {run_dir} is not there; pass the dataset root")
     return Path(root)
-
-def load_trained(run_dir, device: str | torch.device = "cpu") -> Method:
-    "The method trained in `run_dir` (config.json + checkpoints/last.pt), on `device`, in eval mode."
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    info = run_info(run_dir)
-    missing = [k for k in ("method", "method_config", "num_classes") if k not in info]
-    if missing: raise ValueError(f"{config_path}: missing key(s) {missing}")
-    config_cls, method_cls = get_method(info["method"])
-    path = run_dir / "checkpoints" / "last.pt"
-    state = load_checkpoint(path)
-    from reid_workbench.models.backbones import no_pretrained_weights
-    # building the model must not move the caller's random stream, nor fetch ImageNet weights the checkpoint replaces
-    with torch.random.fork_rng(devices=[]), no_pretrained_weights():
-        method = method_cls(config_cls.from_dict(info["method_config"]), int(info["num_classes"]))
-    _load_model_state(method, state, path)
-    return method.to(get_device(device)).eval()
