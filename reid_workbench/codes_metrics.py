@@ -17,56 +17,35 @@ from torch import Tensor
 from PIL import Image
 
 from .codes import swap
-from .core import atomic_write_bytes, atomic_write_text, get_device
-from .data.loaders import IMAGENET_MEAN, IMAGENET_STD, load_image
+from .core import (IMAGE_RANGES, IMAGENET_MEAN, atomic_write_bytes, atomic_write_text, check_image_range,
+                                 convert_range, get_device)
+from .data.loaders import load_image
 from .data.synth import (SPLIT_FOLDERS, encode_jpeg, factors_to_identity_nuisance, load_factors, render,
                                        synthreid_info)
 from .metrics import compute_distance_matrix, extract_features
-from .training import load_trained
+from .codes import is_disentangler
+from .registry import available_methods, info_of, load_trained
 from .viz import image_grid, to_pil
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
 # %% auto #0
-__all__ = ['NORMALIZATIONS', 'INCEPTION_WEIGHTS_FILE', 'GT_BODIES', 'SWAP_FIGURE_COLUMNS', 'to_unit', 'from_unit',
-           'gaussian_window', 'ssim', 'l1_error', 'frechet_distance_from_stats', 'frechet_distance', 'model_input_size',
-           'reid_feature_extractor', 'find_inception_weights', 'inception_feature_extractor', 'resolve_extractor',
-           'fid', 'swap_candidates', 'sample_swap_pairs', 'swap_ground_truth', 'EvalImages', 'load_test_images',
-           'SwapSet', 'load_swap_set', 'generate_swaps', 'reconstruct', 'swap_fidelity', 'reconstruction_scores',
-           'intra_identity_ssim', 'ssim_diversity', 'diversity_plan', 'identity_retention', 'swap_figure',
-           'save_swap_figure', 'evaluate_disentanglement', 'eval_codes']
+__all__ = ['INCEPTION_WEIGHTS_FILE', 'GT_BODIES', 'SWAP_FIGURE_COLUMNS', 'to_unit', 'from_unit', 'gaussian_window', 'ssim',
+           'l1_error', 'frechet_distance_from_stats', 'frechet_distance', 'model_input_size', 'reid_feature_extractor',
+           'find_inception_weights', 'inception_feature_extractor', 'resolve_extractor', 'fid', 'swap_candidates',
+           'sample_swap_pairs', 'swap_ground_truth', 'EvalImages', 'load_test_images', 'SwapSet', 'load_swap_set',
+           'generate_swaps', 'reconstruct', 'swap_fidelity', 'reconstruction_scores', 'intra_identity_ssim',
+           'ssim_diversity', 'diversity_plan', 'identity_retention', 'swap_figure', 'save_swap_figure',
+           'evaluate_disentanglement', 'eval_codes']
 
 # %% ../nbs/36_codes_metrics.ipynb #e21f7a6f
-NORMALIZATIONS = ("imagenet", "unit", "tanh")
-
-def _check_normalization(normalization: str):
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization={normalization!r}: use one of {', '.join(NORMALIZATIONS)}")
-
-def _channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    shape = (1,) * (x.dim() - 3) + (3, 1, 1)
-    return (torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(shape),
-            torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(shape))
-
 def to_unit(images: Tensor, normalization: str = "imagenet") -> Tensor:
     "Float images in [0, 1] from a model's range (`normalization`: 'imagenet', 'unit' or 'tanh'); uint8 -> /255."
-    _check_normalization(normalization)
-    if not images.is_floating_point(): return images.float() / 255
-    x = images.detach()
-    if normalization == "imagenet":
-        mean, std = _channel_stats(x)
-        x = x * std + mean
-    elif normalization == "tanh": x = (x + 1) / 2
-    return x.clamp(0, 1)
+    return convert_range(images.detach(), normalization, "unit", clamp=True)
 
 def from_unit(images: Tensor, normalization: str = "imagenet") -> Tensor:
     "The inverse of `to_unit`: [0, 1] (or uint8) images in a model's range."
-    _check_normalization(normalization)
-    x = images.float() / 255 if not images.is_floating_point() else images
-    if normalization == "imagenet":
-        mean, std = _channel_stats(x)
-        return (x - mean) / std
-    return x * 2 - 1 if normalization == "tanh" else x
+    return convert_range(images, "unit", normalization)
 
 # %% ../nbs/36_codes_metrics.ipynb #3b1673d6
 def gaussian_window(size: int = 11, sigma: float = 1.5, dtype=torch.float32) -> Tensor:
@@ -164,21 +143,21 @@ def frechet_distance(feats_real, feats_fake) -> float:
 
 # %% ../nbs/36_codes_metrics.ipynb #579ba9d0
 def model_input_size(model, default=None) -> tuple[int, int] | None:
-    "A model's (height, width) input size: its `input_size`, else its `config.size`, else `default`."
-    size = getattr(model, "input_size", None) or getattr(getattr(model, "config", None), "size", None) or default
-    return None if size is None else (int(size[0]), int(size[1]))
+    "A model's (height, width) input size from its MethodInfo and config; `default` for an ad-hoc model."
+    info = info_of(model)
+    return info.input_size(model.config) if info.config is not None else default
 
 def _resize(images: Tensor, size) -> Tensor:
     if size is None or tuple(images.shape[-2:]) == tuple(size): return images
     return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
 
-def reid_feature_extractor(model, size=None, normalization: str = "imagenet", flip: bool = True,
+def reid_feature_extractor(model, size=None, normalization: str | None = None, flip: bool = True,
                            batch_size: int = 64, device="cpu") -> Callable[[Tensor], Tensor]:
-    "[0, 1] images -> the re-ID test feature of `model` (anything with `.embed`) at its input size."
+    "[0, 1] images -> the re-ID test feature of `model` (anything with `.embed`) at its input size and range."
     if not callable(getattr(model, "embed", None)):
         raise TypeError(f"reid_feature_extractor: {type(model).__name__} has no embed(images) method")
     size = size or model_input_size(model)
-    _check_normalization(normalization)
+    normalization = check_image_range(normalization or info_of(model).normalization)
     def extract(images: Tensor) -> Tensor:
         batches = ((from_unit(_resize(to_unit(images[s:s + batch_size], "unit"), size), normalization),
                     torch.zeros(len(images[s:s + batch_size]), dtype=torch.long),
@@ -479,77 +458,83 @@ def save_swap_figure(path, a: Tensor, b: Tensor, swapped: Tensor, gt: Tensor,
     swap_figure(a, b, swapped, gt, row_labels).save(buf, "PNG")
     return atomic_write_bytes(path, buf.getvalue())
 
+# %% ../nbs/36_codes_metrics.ipynb #f71dc8c9
+def _swap_scores(model, pairs, run: dict) -> tuple[dict, Tensor, Tensor, Tensor]:
+    "Swap fidelity and reconstruction scores, with the swaps and the two references (in [0, 1])."
+    # the references pass through the model's range like its outputs (a float round trip)
+    real_a, real_b = (to_unit(from_unit(x, run["normalization"]), run["normalization"]) for x in (pairs.a, pairs.b))
+    swapped = generate_swaps(model, pairs.a, pairs.b, **run)
+    out = swap_fidelity(swapped, pairs.gt, real_a, real_b)
+    out |= reconstruction_scores(reconstruct(model, pairs.a, **run), real_a)
+    return out, swapped, real_a, real_b
+
+def _diversity_scores(model, test, ids: int, k: int, seed: int, run: dict) -> dict:
+    "Intra-identity SSIM of generated images (one appearance, k structures) against real ones."
+    plan = diversity_plan(test.pids, ids, k, seed)
+    app = [p["real"][0] for p in plan for _ in p["structure"]]
+    generated = generate_swaps(model, test.images[app], test.images[[i for p in plan for i in p["structure"]]], **run)
+    out = dict(intra_ssim_generated=intra_identity_ssim(list(generated.split([len(p["structure"]) for p in plan]))),
+               intra_ssim_real=intra_identity_ssim([test.images[p["real"]] for p in plan]))
+    return out | dict(diversity_generated=1.0 - out["intra_ssim_generated"],
+                      diversity_real=1.0 - out["intra_ssim_real"], diversity_ids=len(plan), diversity_k=k)
+
+# %% ../nbs/36_codes_metrics.ipynb #1a250e65
+_RETENTION_KEYS = [f"retention_{w}{r}" for r in ("", "_ref_a", "_ref_b") for w in ("appearance", "structure")]
+
+def _retention_scores(reid, test, pairs, swapped, real_a, real_b) -> tuple[dict, Tensor | None]:
+    "Identity retention of the swaps and of both references (None without a re-ID model), and the gallery features."
+    if reid is None: return {k: None for k in _RETENTION_KEYS} | {"retention_gallery_size": None}, None
+    gallery, out = reid(test.images), {}
+    exclude = [[i, j] for i, j in zip(test.index(pairs.names_a), test.index(pairs.names_b))]
+    for suffix, images in (("", swapped), ("_ref_a", real_a), ("_ref_b", real_b)):
+        r = identity_retention(reid(images), gallery, test.pids, pairs.pids_a, pairs.pids_b, exclude)
+        out[f"retention_appearance{suffix}"], out[f"retention_structure{suffix}"] = r["appearance"], r["structure"]
+    return out | {"retention_gallery_size": len(test.names) - 2}, gallery
+
+def _fid_scores(extractor, test, swapped, real_b, gallery=None) -> dict:
+    "FID of the swaps and of the 'return b' reference against the real test images (None without an extractor)."
+    if extractor is None: return dict(fid=None, fid_ref_real=None, fid_extractor=None)
+    real = gallery if gallery is not None else extractor(test.images)
+    return dict(fid=frechet_distance(real, extractor(swapped)), fid_ref_real=frechet_distance(real, extractor(real_b)),
+                fid_extractor=getattr(extractor, "name", None) or getattr(extractor, "__name__", type(extractor).__name__))
+
+# %% ../nbs/36_codes_metrics.ipynb #c3960023
 def evaluate_disentanglement(model, data_root, reid_model=None, num_pairs: int = 64, seed: int = 0, size=None,
-                             device="cpu", normalization: str = "imagenet", body: str = "a", diversity_ids: int = 32,
-                             diversity_k: int = 4, fid_extractor=None, batch_size: int = 32, figure=None,
-                             figure_rows: int = 8) -> dict:
+                             device="cpu", normalization: str | None = None, body: str | None = None,
+                             diversity_ids: int = 32, diversity_k: int = 4, fid_extractor=None, batch_size: int = 32,
+                             figure=None, figure_rows: int = 8) -> dict:
     "Every disentanglement metric of `model` (a Disentangler) on the SynthReID dataset at `data_root`, as a flat dict."
-    start = time.perf_counter()
-    for name in ("encode", "decode"):
-        if not callable(getattr(model, name, None)):
-            raise TypeError(f"evaluate_disentanglement: {type(model).__name__} has no {name}() - not a Disentangler")
-    _check_normalization(normalization)
-    device = get_device(device)
-    root, info = _check_synthreid(data_root)
+    start, facts = time.perf_counter(), info_of(model)
+    if not is_disentangler(model):
+        raise TypeError(f"evaluate_disentanglement: {type(model).__name__} has no encode/decode - not a Disentangler")
+    normalization, body = check_image_range(normalization or facts.normalization), body or facts.swap_body
+    device, (root, info) = get_device(device), _check_synthreid(data_root)
     factors = load_factors(root)
     size = tuple(size or model_input_size(model) or info["args"]["size"])
     test = load_test_images(root, size, factors)
     pairs = load_swap_set(root, num_pairs, seed, size, body, factors, test)
     run = dict(normalization=normalization, batch_size=batch_size, device=device)
-    notes = []
-
-    # the references and reconstruction targets pass through the model's range like its outputs (a float round trip)
-    real_a, real_b = (to_unit(from_unit(x, normalization), normalization) for x in (pairs.a, pairs.b))
-    swapped = generate_swaps(model, pairs.a, pairs.b, **run)
-    out = dict(method=getattr(model, "name", "") or type(model).__name__, data=str(root), num_pairs=len(pairs),
-               seed=seed, size=list(size), normalization=normalization, gt_body=body)
-    out |= swap_fidelity(swapped, pairs.gt, real_a, real_b)
-    out |= reconstruction_scores(reconstruct(model, pairs.a, **run), real_a)
-
-    plan = diversity_plan(test.pids, diversity_ids, diversity_k, seed)
-    app = [p["real"][0] for p in plan for _ in p["structure"]]
-    generated = generate_swaps(model, test.images[app], test.images[[i for p in plan for i in p["structure"]]], **run)
-    sizes = [len(p["structure"]) for p in plan]
-    out["intra_ssim_generated"] = intra_identity_ssim(list(generated.split(sizes)))
-    out["intra_ssim_real"] = intra_identity_ssim([test.images[p["real"]] for p in plan])
-    out["diversity_generated"] = 1.0 - out["intra_ssim_generated"]
-    out["diversity_real"] = 1.0 - out["intra_ssim_real"]
-    out["diversity_ids"], out["diversity_k"] = len(plan), diversity_k
-
+    out = dict(method=facts.name, data=str(root), num_pairs=len(pairs), seed=seed, size=list(size),
+               normalization=normalization, gt_body=body)
+    scores, swapped, real_a, real_b = _swap_scores(model, pairs, run)
+    out |= scores | _diversity_scores(model, test, diversity_ids, diversity_k, seed, run)
     if isinstance(reid_model, (str, Path)): reid_model = load_trained(reid_model, device)
     reid = reid_feature_extractor(reid_model, device=device) if reid_model is not None else None
     out["reid_model"] = None if reid is None else reid.name
-    keys = [f"retention_{w}{r}" for r in ("", "_ref_a", "_ref_b") for w in ("appearance", "structure")]
-    if reid is None:
-        out |= {k: None for k in keys} | {"retention_gallery_size": None}
-        notes.append("identity retention needs an independent re-ID model (reid_model / --reid-run): reported as null")
-    else:
-        gallery = reid(test.images)
-        exclude = [[i, j] for i, j in zip(test.index(pairs.names_a), test.index(pairs.names_b))]
-        for suffix, images in (("", swapped), ("_ref_a", real_a), ("_ref_b", real_b)):
-            r = identity_retention(reid(images), gallery, test.pids, pairs.pids_a, pairs.pids_b, exclude)
-            out[f"retention_appearance{suffix}"], out[f"retention_structure{suffix}"] = r["appearance"], r["structure"]
-        out["retention_gallery_size"] = len(test.names) - 2
-
+    retention, gallery = _retention_scores(reid, test, pairs, swapped, real_a, real_b)
     extractor = reid if fid_extractor is None else resolve_extractor(fid_extractor, device)
-    if extractor is None:
-        out |= dict(fid=None, fid_ref_real=None, fid_extractor=None)
-        notes.append("FID needs a feature extractor (reid_model, or fid_extractor='inception' with its weights): "
-                     "reported as null")
-    else:
-        real = gallery if extractor is reid else extractor(test.images)
-        out["fid"] = frechet_distance(real, extractor(swapped))
-        out["fid_ref_real"] = frechet_distance(real, extractor(real_b))
-        out["fid_extractor"] = getattr(extractor, "name", None) or getattr(extractor, "__name__", type(extractor).__name__)
+    out |= retention | _fid_scores(extractor, test, swapped, real_b, gallery if extractor is reid else None)
     out["fid_num_real"], out["fid_num_fake"] = len(test.names), len(pairs)
+    out["notes"] = [n for n, missing in ((_NO_REID, reid is None), (_NO_FID, extractor is None)) if missing]
     if figure is not None:
         n = min(figure_rows, len(pairs))
         save_swap_figure(figure, pairs.a[:n], pairs.b[:n], swapped[:n], pairs.gt[:n],
                          [f"{pa} / {pb}" for pa, pb in zip(pairs.pids_a[:n], pairs.pids_b[:n])])
         out["figure"] = str(figure)
-    out["notes"] = notes
-    out["seconds"] = round(time.perf_counter() - start, 2)
-    return out
+    return out | {"seconds": round(time.perf_counter() - start, 2)}
+
+_NO_REID = "identity retention needs an independent re-ID model (reid_model / --reid-run): reported as null"
+_NO_FID = "FID needs a feature extractor (reid_model, or fid_extractor='inception' with its weights): reported as null"
 
 # %% ../nbs/36_codes_metrics.ipynb #42cb831e
 def eval_codes(run_dir, data_root, reid_run=None, num_pairs: int = 64, seed: int = 0, device="auto",
@@ -559,6 +544,9 @@ def eval_codes(run_dir, data_root, reid_run=None, num_pairs: int = 64, seed: int
     run_dir = Path(run_dir)
     device = get_device(device)
     model = load_trained(run_dir, device)
+    if not info_of(model).disentangler:
+        raise ValueError(f"{run_dir}: a {info_of(model).name} run is not a Disentangler (it has no encode/decode); "
+                         f"eval-codes measures generative methods: {', '.join(available_methods(disentangler=True))}")
     reid = load_trained(reid_run, device) if reid_run is not None else None
     result = evaluate_disentanglement(model, data_root, reid_model=reid, num_pairs=num_pairs, seed=seed,
                                       device=device, figure=run_dir / "swap_grid.png", **options)

@@ -13,25 +13,18 @@ from .codes_metrics import eval_codes
 from .core import atomic_write_text
 from .data.datasets import check_data
 from .data.synth import SynthConfig, synthreid_info, write_synthreid
-from .runs import chance_level, evaluate_run, method_config, train_run
-from .training import get_method
+from .metrics import ranked_gallery
+from .registry import available_methods, method_info
+from .runs import chance_level, evaluate_run, train_run
 from .viz import loss_curves_figure, loss_curves_png, ranked_list_image, ranked_lists_figure
 
 # %% auto #0
-__all__ = ['DGNET_QUICKSTART_EPOCHS', 'QUICKSTART_METHODS', 'DISENTANGLEMENT_COLUMNS', 'is_generative', 'ensure_synthreid',
-           'ranked_list_report', 'quickstart']
+__all__ = ['DISENTANGLEMENT_COLUMNS', 'ensure_synthreid', 'ranked_list_report', 'quickstart_plan', 'quickstart']
 
 # %% ../nbs/61_quickstart.ipynb #0ed88abd
-DGNET_QUICKSTART_EPOCHS = 8   # the tiny preset's lr drop comes after epoch 6: 8 epochs include it
-QUICKSTART_METHODS = {"baseline": dict(epochs=24, milestones=(18,)), "dgnet": dict(epochs=DGNET_QUICKSTART_EPOCHS), "isgan": {}}
 DISENTANGLEMENT_COLUMNS = ("swap_l1", "swap_ssim", "swap_l1_ref_a", "swap_l1_ref_b", "swap_ssim_ref_a", "swap_ssim_ref_b",
                            "swap_beats_both", "retention_appearance", "retention_structure", "recon_l1", "recon_ssim",
                            "diversity_generated", "diversity_real", "fid", "fid_ref_real")
-
-def is_generative(method: str) -> bool:
-    "Whether the method's model is a Disentangler (has encode / decode)."
-    _, method_cls = get_method(method)
-    return all(callable(getattr(method_cls, name, None)) for name in ("encode", "decode", "embed"))
 
 def ensure_synthreid(root, config: SynthConfig | None = None, progress: bool = True) -> Path:
     "SynthReID at `root`: reuse a complete copy, else write it."
@@ -54,8 +47,7 @@ def ranked_list_report(details: dict, path, num_queries: int = 6, top_k: int = 1
     picks = torch.randperm(len(ds.query), generator=gen)[:num_queries].tolist()
     rows = []
     for qi in sorted(picks):
-        keep = ~((g_pids == q_pids[qi]) & (g_camids == q_camids[qi])) & (g_pids >= 0)  # protocol: same pid+cam dropped
-        order = [int(j) for j in torch.argsort(dist[qi], stable=True) if keep[j]][:top_k]
+        order = ranked_gallery(dist[qi].numpy(), top_k, q_pids[qi], q_camids[qi], g_pids, g_camids)
         rows.append(ranked_list_image(ds.query[qi].path, [ds.gallery[j].path for j in order],
                                       [bool(g_pids[j] == q_pids[qi]) for j in order],
                                       distances=[float(dist[qi, j]) for j in order],
@@ -64,66 +56,93 @@ def ranked_list_report(details: dict, path, num_queries: int = 6, top_k: int = 1
     ranked_lists_figure(rows).save(path)
     return path
 
+# %% ../nbs/61_quickstart.ipynb #6d9f3ac0
+def quickstart_plan(methods: list | dict | None = None) -> dict[str, dict]:
+    "`{method: config overrides}` of the quickstart, in run order (default: every method with quickstart settings)."
+    if isinstance(methods, dict): return {name: dict(o) for name, o in methods.items() if method_info(name)}
+    names = available_methods() if methods is None else list(methods)
+    plan = {name: dict(method_info(name).quickstart or {}) for name in names}
+    return {n: o for n, o in plan.items() if methods is not None or method_info(n).quickstart is not None}
+
+def _fill_references(name: str, overrides: dict, runs: Path) -> dict:
+    "`overrides` with each reference of the method set to its run folder, when that run has finished."
+    for config_field, other in method_info(name).references.items():
+        if (runs / other / "checkpoints" / "last.pt").is_file():
+            overrides.setdefault(config_field, str((runs / other).resolve()))
+    return overrides
+
+# %% ../nbs/61_quickstart.ipynb #6d9f3ac3
+def _report_method(name: str, run_dir: Path, root: Path, report: Path, loss_log, reid_run, device, num_pairs: int):
+    "(results row, disentanglement row or None, evaluation details) of one trained run; writes its figures."
+    details = evaluate_run(run_dir, root, device=device, return_details=True)
+    row = {"method": name, **{k: details[k] for k in ("rank1", "rank5", "rank10", "mAP", "mINP")}}
+    loss_curves_figure(loss_log, title=f"{name}: training losses").write_html(report / f"losses_{name}.html",
+                                                                             include_plotlyjs=True)
+    loss_curves_png(loss_log, report / f"losses_{name}.png", title=f"{name}: training losses")
+    ranked_list_report(details, report / f"ranked_{name}.png")
+    if not method_info(name).disentangler: return row, None, details
+    codes = eval_codes(run_dir, root, reid_run=reid_run, num_pairs=num_pairs, device=device)
+    shutil.copyfile(run_dir / "swap_grid.png", report / f"swap_grid_{name}.png")
+    return row, {"method": name, **{k: codes.get(k) for k in DISENTANGLEMENT_COLUMNS}}, details
+
+# %% ../nbs/61_quickstart.ipynb #6d9f3ac4
+def _write_report(report: Path, rows: list, codes_rows: list, details, extra: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "results.csv (with a chance-level row), disentanglement.csv and summary.json."
+    if details is not None:
+        chance = chance_level(details["q_pids"], details["g_pids"], details["q_camids"], details["g_camids"])
+        rows = rows + [{"method": "chance (random ranking)", "rank1": chance["rank1"], "mAP": chance["mAP"]}]
+    results, codes_table = pd.DataFrame(rows), pd.DataFrame(codes_rows)
+    results.to_csv(report / "results.csv", index=False)
+    if len(codes_table): codes_table.to_csv(report / "disentanglement.csv", index=False)
+    summary = {**extra, "results": results.to_dict(orient="records"),
+               "disentanglement": codes_table.to_dict(orient="records"),
+               "files": sorted({p.name for p in report.iterdir()} | {"summary.json"})}
+    atomic_write_text(report / "summary.json", json.dumps(summary, indent=2, default=float))
+    return results, codes_table
+
+# %% ../nbs/61_quickstart.ipynb #6d9f3ac5
+def _closing_message(out: Path, report: Path) -> str:
+    runs = out / "runs"
+    generative = next((n for n in available_methods(disentangler=True) if (runs / n).is_dir()), "dgnet")
+    return (f"\nEverything is in {out.resolve()}:\n"
+            f"  results table   {report / 'results.csv'}\n"
+            f"  loss curves     {report}/losses_<method>.html (interactive) and .png\n"
+            f"  ranked lists    {report}/ranked_<method>.png\n"
+            f"  disentanglement {report / 'disentanglement.csv'} and swap_grid_<method>.png\n"
+            f"  runs            {runs}/<method> (config, checkpoints, losses.csv)\n"
+            f"Next: evaluate with re-ranking:  reid-workbench evaluate {runs / 'baseline'} --rerank\n"
+            f"      open the dashboards:       reid-workbench app {runs / generative}   (then http://127.0.0.1:8866)\n"
+            f"      explore in JupyterLab:     jupyter lab nbs/   (the method and dashboard notebooks)")
+
 # %% ../nbs/61_quickstart.ipynb #6d9f3ac1
-def quickstart(out="quickstart", methods: dict | None = None, synth: SynthConfig | None = None, device: str = "auto",
-               progress: bool = True, num_pairs: int = 48, log=print) -> pd.DataFrame:
-    "Run the whole quickstart into `out`; returns the results table."
-    out = Path(out)
-    methods = QUICKSTART_METHODS if methods is None else methods
-    start = time.perf_counter()
+def quickstart(out="quickstart", methods: list | dict | None = None, synth: SynthConfig | None = None,
+               device: str = "auto", progress: bool = True, num_pairs: int = 48, log=print) -> pd.DataFrame:
+    "Run the whole quickstart into `out` (methods: see `quickstart_plan`); returns the results table."
+    out, start = Path(out), time.perf_counter()
     log(f"[1/5] SynthReID -> {out / 'data' / 'synthreid'}")
     root = ensure_synthreid(out / "data" / "synthreid", synth, progress=progress)
     stats = check_data(root, progress=progress)
     log("      " + json.dumps(stats))
-    report = out / "report"
+    report, runs = out / "report", out / "runs"
     report.mkdir(parents=True, exist_ok=True)
-    rows, codes_rows, timings = [], [], {}
-    for name, overrides in methods.items():
-        run_dir = out / "runs" / name
-        overrides = dict(overrides)
-        baseline_run = out / "runs" / "baseline"
-        if "teacher_run" in method_config(name, "tiny").to_dict() and (baseline_run / "checkpoints" / "last.pt").is_file():
-            overrides.setdefault("teacher_run", str(baseline_run.resolve()))
-        log(f"[2/5] training {name} (tiny preset) -> {run_dir}")
+    rows, codes_rows, timings, details = [], [], {}, None
+    for name, overrides in quickstart_plan(methods).items():
+        log(f"[2/5] training {name} (tiny preset) -> {runs / name}")
         t0 = time.perf_counter()
-        loss_log = train_run(name, root, run_dir, preset="tiny", device=device, progress=progress,
-                             config_overrides=overrides)
+        loss_log = train_run(name, root, runs / name, preset="tiny", device=device, progress=progress,
+                             config_overrides=_fill_references(name, overrides, runs))
         timings[f"train_{name}_s"] = round(time.perf_counter() - t0, 1)
-        log(f"[3/5] evaluating {name}")
-        details = evaluate_run(run_dir, root, device=device, return_details=True)
-        rows.append({"method": name, **{k: details[k] for k in ("rank1", "rank5", "rank10", "mAP", "mINP")},
-                     "train_seconds": timings[f"train_{name}_s"]})
-        loss_curves_figure(loss_log, title=f"{name}: training losses").write_html(report / f"losses_{name}.html",
-                                                                                 include_plotlyjs=True)
-        loss_curves_png(loss_log, report / f"losses_{name}.png", title=f"{name}: training losses")
-        ranked_list_report(details, report / f"ranked_{name}.png")
-        if is_generative(name):
-            log(f"[4/5] disentanglement of {name} against SynthReID's ground truth")
-            reid_run = baseline_run if (baseline_run / "checkpoints" / "last.pt").is_file() else None
-            codes = eval_codes(run_dir, root, reid_run=reid_run, num_pairs=num_pairs, device=device)
-            codes_rows.append({"method": name, **{k: codes.get(k) for k in DISENTANGLEMENT_COLUMNS}})
-            shutil.copyfile(run_dir / "swap_grid.png", report / f"swap_grid_{name}.png")
-    chance = chance_level(details["q_pids"], details["g_pids"], details["q_camids"], details["g_camids"]) if rows else {}
-    if chance: rows.append({"method": "chance (random ranking)", "rank1": chance["rank1"], "mAP": chance["mAP"]})
-    results = pd.DataFrame(rows)
-    results.to_csv(report / "results.csv", index=False)
-    codes_table = pd.DataFrame(codes_rows)
-    if len(codes_table): codes_table.to_csv(report / "disentanglement.csv", index=False)
-    summary = {"data": str(root), "data_stats": stats, "results": results.to_dict(orient="records"),
-               "disentanglement": codes_table.to_dict(orient="records"),
-               "timings": {**timings, "total_s": round(time.perf_counter() - start, 1)},
-               "files": sorted(p.name for p in report.iterdir())}
-    atomic_write_text(report / "summary.json", json.dumps(summary, indent=2, default=float))
+        log(f"[3/5] evaluating {name}" + (" and its disentanglement against SynthReID's ground truth"
+                                          if method_info(name).disentangler else ""))
+        reid_run = runs / "baseline" if (runs / "baseline" / "checkpoints" / "last.pt").is_file() else None
+        row, codes_row, details = _report_method(name, runs / name, root, report, loss_log, reid_run, device, num_pairs)
+        rows.append({**row, "train_seconds": timings[f"train_{name}_s"]})
+        if codes_row: codes_rows.append(codes_row)
+    timings["total_s"] = round(time.perf_counter() - start, 1)
+    results, codes_table = _write_report(report, rows, codes_rows, details,
+                                         {"data": str(root), "data_stats": stats, "timings": timings})
     log("[5/5] report -> " + str(report))
     log(results.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if len(codes_table): log(codes_table.T.to_string(header=False, float_format=lambda v: f"{v:.3f}"))
-    log(f"\nEverything is in {out.resolve()}:\n"
-        f"  results table   {report / 'results.csv'}\n"
-        f"  loss curves     {report}/losses_<method>.html (interactive) and .png\n"
-        f"  ranked lists    {report}/ranked_<method>.png\n"
-        f"  disentanglement {report / 'disentanglement.csv'} and swap_grid_<method>.png\n"
-        f"  runs            {out / 'runs'}/<method> (config, checkpoints, losses.csv)\n"
-        f"Next: evaluate with re-ranking:  reid-workbench evaluate {out / 'runs' / 'baseline'} --rerank\n"
-        f"      open the dashboards:       reid-workbench app {out / 'runs' / 'dgnet'}   (then http://127.0.0.1:8866)\n"
-        f"      explore in JupyterLab:     jupyter lab nbs/   (the method and dashboard notebooks)")
+    log(_closing_message(out, report))
     return results
