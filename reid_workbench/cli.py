@@ -9,7 +9,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['UserError', 'cmd_synth', 'cmd_check_data', 'cmd_train', 'cmd_evaluate', 'default_reid_run', 'cmd_eval_codes',
-           'cmd_app', 'cmd_quickstart', 'build_parser', 'main']
+           'cmd_app', 'cmd_quickstart', 'cmd_methods', 'build_parser', 'main']
 
 # %% ../nbs/60_cli.ipynb #71625f5f
 class UserError(Exception):
@@ -78,15 +78,23 @@ def cmd_quickstart(args) -> int:
     quickstart(args.out, device=args.device)
     return 0
 
-# %% ../nbs/60_cli.ipynb #d963e85c
-def build_parser() -> argparse.ArgumentParser:
-    "The `reid-workbench` argument parser with all sub-commands."
-    parser = argparse.ArgumentParser(prog="reid-workbench",
-                                     description="A research workbench for disentangled person re-identification.")
-    from reid_workbench import __version__
-    parser.add_argument("--version", action="version", version=f"reid-workbench {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+# %% ../nbs/60_cli.ipynb #d963e85a
+def _method_name(text: str) -> str:
+    "A registered method's name (argparse type): the error lists the available ones."
+    from reid_workbench.registry import method_info
+    try: return method_info(text).name
+    except ValueError as e: raise argparse.ArgumentTypeError(str(e)) from None
 
+def cmd_methods(args) -> int:
+    from reid_workbench.registry import available_methods, method_info
+    for name in available_methods():
+        info = method_info(name)
+        kind = f"disentangler ({info.structure_kind} structure, {info.num_parts} part(s))" if info.disentangler else "re-ID"
+        print(f"{name:12s} {kind:45s} presets: {', '.join(info.presets):22s} {info.summary}")
+    return 0
+
+# %% ../nbs/60_cli.ipynb #d963e85b
+def _add_synth(sub):
     p = sub.add_parser("synth", help="write the SynthReID dataset (Market-1501 layout + keypoints + factors)",
                        description="Write SynthReID: procedural multi-camera people with ground-truth factors.")
     p.add_argument("--out", required=True, type=Path, help="output folder")
@@ -97,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives byte-identical output")
     p.set_defaults(func=cmd_synth)
 
+def _add_check_data(sub):
     p = sub.add_parser("check-data", help="validate a dataset folder and print its statistics as JSON",
                        description="Validate a re-ID dataset and print statistics as one JSON line.")
     p.add_argument("root", type=Path, help="dataset root folder")
@@ -106,17 +115,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="do not open every image")
     p.set_defaults(func=cmd_check_data)
 
+# %% ../nbs/60_cli.ipynb #d963e85c
+def _add_methods(sub):
+    p = sub.add_parser("methods", help="list the registered methods, their kind and presets",
+                       description="List the registered methods (name, kind, presets, summary).")
+    p.set_defaults(func=cmd_methods)
+
+def _add_train(sub):
     p = sub.add_parser("train", help="train a method into a run folder (resumes a run that has a checkpoint)",
                        description="Train a method with a preset; an existing run folder is resumed.")
-    p.add_argument("--method", default="baseline", help="method name (default: baseline)")
+    p.add_argument("--method", default="baseline", type=_method_name,
+                   help="a registered method (default: baseline; `reid-workbench methods` lists them)")
     p.add_argument("--data", required=True, type=Path, help="dataset root (any supported layout)")
-    p.add_argument("--preset", default="tiny", help="config preset: tiny (CPU, minutes) or paper (GPU)")
+    p.add_argument("--preset", default="tiny", help="one of the method's presets: tiny (CPU, minutes), paper (GPU), ...")
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's number of epochs")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
 
+def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="evaluate a run: one JSON line with rank1/5/10, mAP, mINP",
                        description="Evaluate a trained run on the query/gallery split (Market-1501 protocol).")
     p.add_argument("run", type=Path, help="run folder written by `train`")
@@ -126,10 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
 
+# %% ../nbs/60_cli.ipynb #d963e85d
+def _add_eval_codes(sub):
     p = sub.add_parser("eval-codes", help="disentanglement metrics of a generative run on SynthReID (one JSON line)",
                        description="Swap fidelity vs ground truth, identity retention, reconstruction, diversity and "
                                    "FID of a generative run; writes disentanglement.json and swap_grid.png into RUN.")
-    p.add_argument("run", type=Path, help="run folder of a generative method (dgnet, isgan, ...)")
+    p.add_argument("run", type=Path, help="run folder of a generative method (`reid-workbench methods` lists them)")
     p.add_argument("--data", type=Path, default=None, help="SynthReID root (default: the run's dataset)")
     p.add_argument("--reid-run", type=Path, default=None,
                    help="baseline run used as the independent re-ID model (default: RUN/../baseline when present)")
@@ -138,9 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval_codes)
 
+def _add_app(sub):
     p = sub.add_parser("app", help="serve the dashboards of a run as a web app (voila, 127.0.0.1)",
-                       description="Serve the swap / interpolation / part-shuffle / retrieval / monitor dashboards "
-                                   "of RUN with voila on 127.0.0.1.")
+                       description="Serve the dashboards that apply to RUN's model with voila on 127.0.0.1.")
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default 8866)")
     p.add_argument("--data", type=Path, default=None, help="dataset root (default: the run's dataset)")
@@ -148,11 +168,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--open", action="store_true", help="open a browser")
     p.set_defaults(func=cmd_app)
 
+# %% ../nbs/60_cli.ipynb #d963e85e
+def _add_quickstart(sub):
     p = sub.add_parser("quickstart", help="the main job: SynthReID, tiny training, evaluation and a report",
                        description="Generate SynthReID, train the tiny methods, evaluate and write a report folder.")
     p.add_argument("--out", type=Path, default=Path("quickstart"), help="output folder (default: ./quickstart)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_quickstart)
+
+def build_parser() -> argparse.ArgumentParser:
+    "The `reid-workbench` argument parser with all sub-commands."
+    parser = argparse.ArgumentParser(prog="reid-workbench",
+                                     description="A research workbench for disentangled person re-identification.")
+    from reid_workbench import __version__
+    parser.add_argument("--version", action="version", version=f"reid-workbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_synth, _add_check_data, _add_methods, _add_train, _add_evaluate, _add_eval_codes, _add_app,
+                _add_quickstart): add(sub)
     return parser
 
 # %% ../nbs/60_cli.ipynb #2cbc5c01
