@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_training.ipynb #d9cc7db9
 from __future__ import annotations
-import contextlib, dataclasses, importlib, inspect, io, json, logging, math, os, random, re, sys, time
+import contextlib, inspect, io, json, logging, math, os, random, re, sys, time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +14,10 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from fastcore.basics import patch
 from tqdm.auto import tqdm
-import reid_workbench
-from .core import (IN_TEST, CheckpointError, Config, atomic_write_bytes, atomic_write_text, derived_seed,
-                                 get_device, load_checkpoint, save_checkpoint, seed_everything)
+from .core import (IN_TEST, CheckpointError, Config, atomic_write_bytes, atomic_write_text, convert_range,
+                                 derived_seed, get_device, load_checkpoint, save_checkpoint, seed_everything)
 
 # %% auto #0
 __all__ = ['SAMPLER_NAMES', 'Stage', 'TrainingDiverged', 'TrainerConfig', 'StepContext', 'Method', 'DatasetLoaderFactory',
@@ -179,8 +179,6 @@ class DatasetLoaderFactory:
                 "num_train": len(getattr(ds, "train", [])), "loader": self.loader_config.to_dict()}
 
 # %% ../nbs/30_training.ipynb #b1d76785
-_logger = logging.getLogger("reid_workbench.training")
-
 def _dist_env() -> tuple[int, int, int]:
     "(world_size, rank, local_rank) from an initialised process group or torchrun's environment."
     if dist.is_available() and dist.is_initialized():
@@ -191,6 +189,7 @@ def _in_notebook() -> bool:
     shell = sys.modules.get("IPython") and getattr(sys.modules["IPython"], "get_ipython", lambda: None)()
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
+# %% ../nbs/30_training.ipynb #6b7198a8
 def _numpy_state() -> dict:
     _, key, pos, has_gauss, gauss = np.random.get_state()
     return {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
@@ -208,6 +207,7 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["cuda"])
 
+# %% ../nbs/30_training.ipynb #25ba5bb2
 def _move(batch, device: torch.device, channels_last: bool):
     if isinstance(batch, Tensor):
         batch = batch.to(device, non_blocking=True)
@@ -228,6 +228,7 @@ def _plain(value):
     if isinstance(value, (list, tuple)): return [_plain(v) for v in value]
     return value
 
+# %% ../nbs/30_training.ipynb #9c0ab358
 def load_model_state(method: Method, state: dict, path) -> None:
     "Load a checkpoint's weights into `method`; every misfit is a CheckpointError naming the file."
     if not isinstance(state.get("model"), dict):
@@ -239,39 +240,41 @@ def load_model_state(method: Method, state: dict, path) -> None:
         raise CheckpointError(f"{path}: the weights do not fit {type(method).__name__}: "
                               f"{' '.join(str(e).split())[:600]}") from None
 
+# %% ../nbs/30_training.ipynb #12caf117
+def _check_stages(stages) -> list[Stage]:
+    stages = list(stages)
+    if not stages or not all(isinstance(s, Stage) for s in stages):
+        raise ValueError(f"Method.stages() must return a non-empty list of Stage, got {stages!r}")
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names): raise ValueError(f"Method.stages(): stage names must be unique, got {names}")
+    return stages
+
+def _train_factory(train_data, loader_config=None, data_info: dict | None = None) -> tuple[Callable, dict, set]:
+    "(loader factory, data description, the keywords the factory takes) of the Trainer's train data."
+    if callable(train_data):
+        factory = train_data
+        data_info = data_info or {"loader_factory": getattr(train_data, "__qualname__", type(train_data).__name__)}
+    else:
+        factory = DatasetLoaderFactory(train_data, loader_config)
+        data_info = data_info or factory.describe()
+    try: params = inspect.signature(factory).parameters
+    except (TypeError, ValueError): params = {}
+    takes = {k for k in ("num_replicas", "rank", "stage_index") if k in params
+             or any(p.kind is p.VAR_KEYWORD for p in params.values())}
+    return factory, data_info, takes
+
 # %% ../nbs/30_training.ipynb #77ab5f0d
 class Trainer:
     "Trains any `Method` over its stages; owns devices, AMP, logging, checkpoints, resume, the NaN guard and DDP."
     def __init__(self, method: Method, train_data, run_dir, config: TrainerConfig | None = None,
                  eval_fn: Callable[[Method], dict] | None = None, *, loader_config=None, data_info: dict | None = None):
         if not isinstance(method, Method): raise TypeError(f"Trainer: method must be a Method, got {type(method).__name__}")
-        self.method, self.run_dir = method, Path(run_dir)
+        self.method, self.run_dir, self.eval_fn = method, Path(run_dir), eval_fn
         self.config = config if config is not None else TrainerConfig()
-        self.eval_fn = eval_fn
         self.world_size, self.rank, self.local_rank = _dist_env()
-        self.stages = self._check_stages(method.stages())
-        if callable(train_data):
-            self._factory = train_data
-            self.data_info = data_info or {"loader_factory": getattr(train_data, "__qualname__", type(train_data).__name__)}
-        else:
-            self._factory = DatasetLoaderFactory(train_data, loader_config)
-            self.data_info = data_info or self._factory.describe()
-        try: params = inspect.signature(self._factory).parameters
-        except (TypeError, ValueError): params = {}
-        self._factory_kwargs = {k for k in ("num_replicas", "rank", "stage_index") if k in params
-                                or any(p.kind is p.VAR_KEYWORD for p in params.values())}
-        cfg = self.config
-        self.device = get_device(cfg.device)
-        if self.world_size > 1 and self.device.type == "cuda": self.device = torch.device("cuda", self.local_rank)
-        cuda = self.device.type == "cuda"
-        self.amp_enabled = cuda and cfg.amp in (True, "auto")
-        bf16 = cfg.amp_dtype == "bf16" or (cfg.amp_dtype == "auto" and cuda and torch.cuda.is_bf16_supported())
-        self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_enabled and not bf16)
-        self.channels_last = cfg.channels_last is True or (cfg.channels_last == "auto" and cuda)
-        self.deterministic = cfg.deterministic is True or (cfg.deterministic == "auto" and not cuda)
-        method.to(self.device)
-        if self.channels_last: method.to(memory_format=torch.channels_last)
+        self.stages = _check_stages(method.stages())
+        self._factory, self.data_info, self._factory_kwargs = _train_factory(train_data, loader_config, data_info)
+        self._setup_device()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
         self.stage_index, self.epoch, self.global_step = 0, 0, 0
@@ -283,7 +286,6 @@ class Trainer:
         self._owns_process_group = False
         self._warned_factory = False
 
-    # -- paths
     @property
     def checkpoint_path(self) -> Path: return self.run_dir / "checkpoints" / "last.pt"
     @property
@@ -293,397 +295,468 @@ class Trainer:
     @property
     def is_main(self) -> bool: return self.rank == 0
 
-    @staticmethod
-    def _check_stages(stages) -> list[Stage]:
-        stages = list(stages)
-        if not stages or not all(isinstance(s, Stage) for s in stages):
-            raise ValueError(f"Method.stages() must return a non-empty list of Stage, got {stages!r}")
-        names = [s.name for s in stages]
-        if len(set(names)) != len(names): raise ValueError(f"Method.stages(): stage names must be unique, got {names}")
-        return stages
+# %% ../nbs/30_training.ipynb #184a9903
+@patch
+def _setup_device(self: Trainer) -> None:
+    "Device, AMP dtype and grad scaler, channels-last and deterministic kernels; moves the method to the device."
+    cfg = self.config
+    self.device = get_device(cfg.device)
+    if self.world_size > 1 and self.device.type == "cuda": self.device = torch.device("cuda", self.local_rank)
+    cuda = self.device.type == "cuda"
+    self.amp_enabled = cuda and cfg.amp in (True, "auto")
+    bf16 = cfg.amp_dtype == "bf16" or (cfg.amp_dtype == "auto" and cuda and torch.cuda.is_bf16_supported())
+    self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+    self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_enabled and not bf16)
+    self.channels_last = cfg.channels_last is True or (cfg.channels_last == "auto" and cuda)
+    self.deterministic = cfg.deterministic is True or (cfg.deterministic == "auto" and not cuda)
+    self.method.to(self.device)
+    if self.channels_last: self.method.to(memory_format=torch.channels_last)
 
-    # -- logging
-    def _log(self, message: str) -> None:
-        _logger.info(message)
-        if not self.is_main: return
+# %% ../nbs/30_training.ipynb #50cf7e37
+_logger = logging.getLogger("reid_workbench.training")
+
+@patch
+def _log(self: Trainer, message: str) -> None:
+    _logger.info(message)
+    if not self.is_main: return
+    self.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(self.run_dir / "train.log", "a", encoding="utf-8") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+@patch(as_prop=True)
+def loss_log(self: Trainer) -> pd.DataFrame:
+    "One row per logged window: stage, epoch (within the stage), step (optimizer iterations so far), losses, lr_<optimizer>."
+    if not self._rows: return pd.DataFrame(columns=["stage", "epoch", "step"])
+    return pd.DataFrame(self._rows)
+
+@patch
+def _flush_window(self: Trainer, stage: Stage, epoch: int) -> None:
+    if not self._window: return
+    row = {"stage": stage.name, "epoch": epoch, "step": self.global_step}
+    row.update({k: float(np.mean(v)) for k, v in self._window.items()})
+    row.update({f"lr_{n}": float(o.param_groups[0]["lr"]) for n, o in self.optimizers.items()})
+    self._rows.append(row)
+    self._window = {}
+
+# %% ../nbs/30_training.ipynb #698c5c92
+@patch
+def _write_losses(self: Trainer) -> None:
+    if self.is_main and self._rows: atomic_write_text(self.losses_path, self.loss_log.to_csv(index=False))
+
+@patch
+def _read_losses(self: Trainer, up_to_step: int) -> list[dict]:
+    if not self.losses_path.is_file(): return []
+    exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}  # 3.x: exact by default
+    log = pd.read_csv(self.losses_path, dtype={"stage": str}, **exact)
+    log = log[log["step"] <= up_to_step]
+    return [{k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+            for row in log.to_dict("records")]
+
+# %% ../nbs/30_training.ipynb #364d1ac5
+@patch
+def _any_rank(self: Trainer, flag: bool) -> bool:
+    if self.world_size == 1: return flag
+    t = torch.tensor([float(flag)], device=self.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+@patch
+def _guard_finite(self: Trainer, what: str, key: str, value: Tensor, ctx: StepContext) -> None:
+    bad = not bool(torch.isfinite(value))
+    if self._any_rank(bad):
+        self._diverged(what, key, float(value) if bad else float("nan"), ctx.stage, ctx.epoch, ctx.global_step)
+
+@patch
+def _diverged(self: Trainer, what: str, key: str, value: float, stage: Stage, epoch: int, step: int):
+    self._flush_window(stage, epoch)
+    self._write_losses()
+    where = f"stage {stage.name!r} ({self.stages.index(stage) + 1}/{len(self.stages)}), epoch {epoch}, step {step}"
+    kept = (f"the last good checkpoint {self.checkpoint_path} is kept" if self.checkpoint_path.is_file()
+            else "no checkpoint had been written yet")
+    message = f"training diverged: {what} is {value} at {where}; {kept}"
+    self._log(message)
+    raise TrainingDiverged(message, key, stage.name, epoch, step)
+
+# %% ../nbs/30_training.ipynb #97cd4711
+@patch
+def _setup_distributed(self: Trainer) -> None:
+    if self.world_size == 1 or dist.is_initialized(): return
+    if self.device.type == "cuda": torch.cuda.set_device(self.device)
+    dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+    self._owns_process_group = True
+    self.world_size, self.rank = dist.get_world_size(), dist.get_rank()
+
+@patch
+def _teardown_distributed(self: Trainer) -> None:
+    if self._owns_process_group and dist.is_initialized(): dist.destroy_process_group()
+    self._owns_process_group = False
+
+@patch
+def _broadcast(self: Trainer, tensors: Iterable[Tensor]) -> None:
+    for t in tensors:
+        if t.is_contiguous(): dist.broadcast(t, 0)
+        else:
+            tmp = t.contiguous(); dist.broadcast(tmp, 0); t.copy_(tmp)
+
+# %% ../nbs/30_training.ipynb #2a285541
+def _buckets(tensors: list[Tensor], numel: int) -> list[list[Tensor]]:
+    "`tensors` grouped by dtype, each group cut in runs of at most `numel` elements (a bigger tensor goes alone)."
+    by_dtype: dict[torch.dtype, list[Tensor]] = {}
+    for t in tensors: by_dtype.setdefault(t.dtype, []).append(t)
+    buckets = []
+    for group in by_dtype.values():
+        bucket, n = [], 0
+        for t in group:
+            if bucket and n + t.numel() > numel: buckets.append(bucket); bucket, n = [], 0
+            bucket.append(t); n += t.numel()
+        buckets.append(bucket)
+    return buckets
+
+# %% ../nbs/30_training.ipynb #87697168
+@patch
+def _average_gradients(self: Trainer, optimizer, bucket_numel: int = 2**24) -> None:
+    "Average the optimizer's gradients over the processes (a parameter with a gradient in any process joins)."
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+    has = torch.tensor([float(p.grad is not None) for p in params], device=self.device)
+    dist.all_reduce(has, op=dist.ReduceOp.MAX)
+    grads = []
+    for p, h in zip(params, has.tolist()):
+        if not h: continue
+        if p.grad is None: p.grad = torch.zeros_like(p)
+        if p.grad.is_sparse: raise NotImplementedError("sparse gradients are not supported under DDP")
+        grads.append(p.grad)
+    for bucket in _buckets(grads, bucket_numel):
+        flat = torch.cat([g.reshape(-1) for g in bucket])
+        dist.all_reduce(flat)
+        flat.div_(self.world_size)
+        for g, chunk in zip(bucket, flat.split([g.numel() for g in bucket])): g.copy_(chunk.view_as(g))
+
+# %% ../nbs/30_training.ipynb #cf5b4cd4
+@patch
+def _freeze(self: Trainer) -> None:
+    for m in self._frozen: m.eval()
+
+@patch
+def _freeze_stage(self: Trainer, stage: Stage) -> None:
+    "No gradients for the stage's frozen modules; their flags are kept for `_end_stage`."
+    frozen = list(self.method.frozen_modules(stage))
+    inside = {id(m) for m in self.method.modules()}
+    for m in frozen:
+        if not isinstance(m, nn.Module) or id(m) not in inside:
+            raise ValueError(f"frozen_modules({stage.name!r}) must list sub-modules of the method, got {type(m).__name__}")
+    self._frozen, self._frozen_flags = frozen, []
+    for m in frozen:
+        for p in m.parameters():
+            self._frozen_flags.append((p, p.requires_grad))
+            p.requires_grad_(False)
+
+@patch
+def _end_stage(self: Trainer) -> None:
+    for p, flag in self._frozen_flags: p.requires_grad_(flag)
+    for m in self._frozen: m.train(self.method.training)
+    self._frozen, self._frozen_flags = [], []
+
+# %% ../nbs/30_training.ipynb #32eefe25
+@patch
+def _build_optimizers(self: Trainer, stage: Stage) -> None:
+    built = self.method.configure_optimizers(stage)
+    if not isinstance(built, dict) or not built:
+        raise ValueError(f"configure_optimizers({stage.name!r}) must return a non-empty dict name -> (optimizer, scheduler)")
+    own = {id(p) for p in self.method.parameters()}
+    self.optimizers, self.schedulers = {}, {}
+    for name, value in built.items():
+        opt, sched = value if isinstance(value, tuple) else (value, None)
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise ValueError(f"configure_optimizers({stage.name!r})[{name!r}]: not a torch optimizer: {opt!r}")
+        if any(id(p) not in own for g in opt.param_groups for p in g["params"]):
+            raise ValueError(f"configure_optimizers({stage.name!r})[{name!r}]: optimizes tensors that are not "
+                             f"parameters of the method")
+        self.optimizers[name], self.schedulers[name] = opt, sched
+
+@patch
+def _begin_stage(self: Trainer, stage: Stage) -> None:
+    self._freeze_stage(stage)
+    self._build_optimizers(stage)
+    self._log(f"stage {stage.name!r}: {stage.epochs} epoch(s), optimizers {list(self.optimizers)}, "
+              f"frozen {[type(m).__name__ for m in self._frozen]}")
+
+# %% ../nbs/30_training.ipynb #e40d2fb9
+@patch
+def _loader(self: Trainer, stage: Stage, epoch: int):
+    available = {"num_replicas": self.world_size, "rank": self.rank, "stage_index": self.stage_index}
+    kwargs = {k: v for k, v in available.items() if k in self._factory_kwargs}
+    if self.world_size > 1 and "rank" not in kwargs and not self._warned_factory:
+        self._warned_factory = True
+        self._log("warning: the loader factory takes no num_replicas / rank; it must shard the data itself")
+    return self._factory(stage, epoch, **kwargs)
+
+@patch
+def _progress(self: Trainer, loader, stage: Stage, epoch: int):
+    cfg = self.config
+    on = (cfg.progress is True or (cfg.progress == "auto" and (sys.stderr.isatty() or _in_notebook())))
+    on = on and self.is_main and not IN_TEST and not os.environ.get("IN_TEST")
+    total = len(loader) if hasattr(loader, "__len__") else None
+    if total is not None and cfg.max_steps_per_epoch: total = min(total, cfg.max_steps_per_epoch)
+    desc = f"{stage.name} [{self.stage_index + 1}/{len(self.stages)}] epoch {epoch + 1}/{stage.epochs}"
+    return tqdm(total=total, desc=desc, disable=not on, leave=True, dynamic_ncols=True)
+
+# %% ../nbs/30_training.ipynb #c12a76e6
+@patch
+def _write_config(self: Trainer) -> None:
+    info = {"method": self.method.name, "method_module": type(self.method).__module__,
+            "method_config": self.method.config.to_dict(),
+            "trainer": self.config.to_dict(), "data": _plain(self.data_info), "num_classes": self.method.num_classes}
+    atomic_write_text(self.run_dir / "config.json", json.dumps(info, indent=2))
+
+@patch
+def _start_fresh(self: Trainer) -> None:
+    seed_everything(self.config.seed + self.rank, self.deterministic)
+    self.stage_index, self.epoch, self.global_step = 0, 0, 0
+    self._rows, self.metrics_history = [], []
+    if self.is_main:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "train.log", "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        self._write_config()
+        for stale in (self.losses_path, self.metrics_path):
+            if stale.is_file(): stale.unlink()
+    self._log(f"start {self.method.name!r} on {self.device} x{self.world_size} (amp {self.amp_enabled}, "
+              f"seed {self.config.seed})")
 
-    @property
-    def loss_log(self) -> pd.DataFrame:
-        "One row per logged window: stage, epoch (within the stage), step (optimizer iterations so far), losses, lr_<optimizer>."
-        if not self._rows: return pd.DataFrame(columns=["stage", "epoch", "step"])
-        return pd.DataFrame(self._rows)
+# %% ../nbs/30_training.ipynb #3dea2cb3
+@patch
+def _checkpoint_state(self: Trainer, stage: Stage, epoch: int, rng: dict, rng_per_rank: list | None) -> dict:
+    return {"method": self.method.name, "method_config": self.method.config.to_dict(),
+            "num_classes": self.method.num_classes, "model": self.method.state_dict(),
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "schedulers": {n: (s.state_dict() if s is not None else None) for n, s in self.schedulers.items()},
+            "scaler": self.scaler.state_dict(), "rng": rng, "rng_per_rank": rng_per_rank or [],
+            "stage_index": self.stage_index, "stage_name": stage.name, "stage_names": [s.name for s in self.stages],
+            "epoch": epoch, "global_step": self.global_step, "world_size": self.world_size,
+            "complete": self.stage_index == len(self.stages) - 1 and epoch == stage.epochs - 1}
 
-    def _flush_window(self, stage: Stage, epoch: int) -> None:
-        if not self._window: return
-        row = {"stage": stage.name, "epoch": epoch, "step": self.global_step}
-        row.update({k: float(np.mean(v)) for k, v in self._window.items()})
-        row.update({f"lr_{n}": float(o.param_groups[0]["lr"]) for n, o in self.optimizers.items()})
-        self._rows.append(row)
-        self._window = {}
+@patch
+def _save_checkpoint(self: Trainer, stage: Stage, epoch: int, rng: dict) -> None:
+    bad = [n for n, p in self.method.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad: self._diverged(f"parameter {bad[0]!r}", bad[0], float("nan"), stage, epoch, self.global_step)
+    per_rank = None
+    if self.world_size > 1:
+        per_rank = [None] * self.world_size
+        dist.all_gather_object(per_rank, rng)
+    if self.is_main: save_checkpoint(self._checkpoint_state(stage, epoch, rng, per_rank), self.checkpoint_path)
 
-    def _write_losses(self) -> None:
-        if self.is_main and self._rows: atomic_write_text(self.losses_path, self.loss_log.to_csv(index=False))
+# %% ../nbs/30_training.ipynb #98ec8f56
+@patch
+def _load_resume_state(self: Trainer, resume) -> dict | None:
+    path = self.checkpoint_path
+    if resume is False:
+        if path.is_file():
+            raise FileExistsError(f"{path} exists: pass resume=True / 'auto' to continue that run, or use another run_dir")
+        return None
+    if not path.is_file():
+        if resume == "auto": return None
+        raise CheckpointError(f"{path}: checkpoint file not found, nothing to resume")
+    state = load_checkpoint(path)
+    load_model_state(self.method, state, path)
+    names = [s.name for s in self.stages]
+    if state.get("stage_names") != names:
+        raise CheckpointError(f"{path}: written for stages {state.get('stage_names')}, the method now has {names}")
+    return state
 
-    def _read_losses(self, up_to_step: int) -> list[dict]:
-        if not self.losses_path.is_file(): return []
-        exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}  # 3.x: exact by default
-        log = pd.read_csv(self.losses_path, dtype={"stage": str}, **exact)
-        log = log[log["step"] <= up_to_step]
-        return [{k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
-                for row in log.to_dict("records")]
+@patch
+def _rank_rng(self: Trainer, state: dict) -> dict:
+    per_rank = state.get("rng_per_rank") or []
+    return per_rank[self.rank] if len(per_rank) == self.world_size else state["rng"]
 
-    # -- the guard
-    def _any_rank(self, flag: bool) -> bool:
-        if self.world_size == 1: return flag
-        t = torch.tensor([float(flag)], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+# %% ../nbs/30_training.ipynb #179ccea8
+@patch
+def _restore_optimizers(self: Trainer, state: dict) -> None:
+    path = self.checkpoint_path
+    if set(state["optimizers"]) != set(self.optimizers):
+        raise CheckpointError(f"{path}: optimizers {sorted(state['optimizers'])} do not match the stage's "
+                              f"{sorted(self.optimizers)}")
+    try:
+        for n, o in self.optimizers.items(): o.load_state_dict(state["optimizers"][n])
+        for n, s in self.schedulers.items():
+            if s is not None and state["schedulers"].get(n) is not None: s.load_state_dict(state["schedulers"][n])
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: optimizer / scheduler states do not fit: {e}") from None
+    if state.get("scaler") and self.scaler.is_enabled(): self.scaler.load_state_dict(state["scaler"])
 
-    def _guard_finite(self, what: str, key: str, value: Tensor, ctx: StepContext) -> None:
-        bad = not bool(torch.isfinite(value))
-        if self._any_rank(bad):
-            self._diverged(what, key, float(value) if bad else float("nan"), ctx.stage, ctx.epoch, ctx.global_step)
+@patch
+def _continue_from(self: Trainer, state: dict) -> None:
+    if self.deterministic: seed_everything(self.config.seed + self.rank, True)  # sets the kernels; RNGs come later
+    self.global_step = int(state["global_step"])
+    self._rows = self._read_losses(self.global_step)
+    self._write_losses()
+    if self.metrics_path.is_file():
+        history = json.loads(self.metrics_path.read_text(encoding="utf-8")).get("history", [])
+        self.metrics_history = [h for h in history if h.get("global_step", 0) <= self.global_step]
+    if self.is_main: self._write_config()  # the config that the run continues with
+    self._log(f"resume from {self.checkpoint_path} (stage {state['stage_name']!r}, epoch {state['epoch']}, "
+              f"step {self.global_step})")
 
-    def _diverged(self, what: str, key: str, value: float, stage: Stage, epoch: int, step: int):
-        self._flush_window(stage, epoch)
-        self._write_losses()
-        where = (f"stage {stage.name!r} ({self.stages.index(stage) + 1}/{len(self.stages)}), epoch {epoch}, "
-                 f"step {step}")
-        kept = (f"the last good checkpoint {self.checkpoint_path} is kept" if self.checkpoint_path.is_file()
-                else "no checkpoint had been written yet")
-        message = f"training diverged: {what} is {value} at {where}; {kept}"
-        self._log(message)
-        raise TrainingDiverged(message, key, stage.name, epoch, step)
+# %% ../nbs/30_training.ipynb #69743fe5
+@patch
+def _train_batch(self: Trainer, stage: Stage, epoch: int, batch, batch_index: int) -> dict[str, float]:
+    ctx = StepContext(self, stage, epoch, self.global_step, batch_index)
+    losses = self.method.training_step(batch, ctx)
+    if not isinstance(losses, dict):
+        raise TypeError(f"{type(self.method).__name__}.training_step must return a dict of losses, got {type(losses).__name__}")
+    losses = {k: float(v) for k, v in losses.items()}
+    bad = [k for k, v in losses.items() if not math.isfinite(v)]
+    if self._any_rank(bool(bad)):
+        key = bad[0] if bad else "another process's loss"
+        self._diverged(f"loss {key!r}", key, losses[key] if bad else float("nan"), stage, epoch, self.global_step)
+    self.global_step += 1
+    return losses
 
-    # -- DDP
-    def _setup_distributed(self) -> None:
-        if self.world_size == 1 or dist.is_initialized(): return
-        if self.device.type == "cuda": torch.cuda.set_device(self.device)
-        dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-        self._owns_process_group = True
-        self.world_size, self.rank = dist.get_world_size(), dist.get_rank()
+# %% ../nbs/30_training.ipynb #7a49ec99
+@patch
+def _save_samples(self: Trainer, stage: Stage, epoch: int, batch: dict) -> Path | None:
+    from torchvision.utils import make_grid
+    from PIL import Image
+    self.method.eval()
+    images = None
+    with torch.no_grad(), contextlib.suppress(NotImplementedError):
+        images = self.method.sample_images(batch)
+    self.method.train(); self._freeze()
+    if images is None: return None
+    images = images.detach().float().cpu()
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"sample_images must return (B, 3, H, W) or (B, 1, H, W) images, got {tuple(images.shape)}")
+    normalization = getattr(self.method.info, "normalization", "imagenet")
+    images = convert_range(images.expand(-1, 3, -1, -1), normalization, "unit", clamp=True)
+    grid = make_grid(images, nrow=min(8, len(images)), padding=2, pad_value=1.0)
+    buffer = io.BytesIO()
+    Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy()).save(buffer, format="PNG")
+    return atomic_write_bytes(self.run_dir / "samples" / f"{stage.name}_e{epoch}.png", buffer.getvalue())
 
-    def _teardown_distributed(self) -> None:
-        if self._owns_process_group and dist.is_initialized(): dist.destroy_process_group()
-        self._owns_process_group = False
+# %% ../nbs/30_training.ipynb #9e66d5a4
+@patch
+def _evaluate_synced(self: Trainer) -> None:
+    if self.is_main: self.evaluate()
+    if self.world_size > 1: dist.barrier()
 
-    def _broadcast(self, tensors: Iterable[Tensor]) -> None:
-        for t in tensors:
-            if t.is_contiguous(): dist.broadcast(t, 0)
-            else:
-                tmp = t.contiguous(); dist.broadcast(tmp, 0); t.copy_(tmp)
+@patch
+def evaluate(self: Trainer) -> dict:
+    "Run `eval_fn(method)` (eval mode, no grad), append it to the history and write metrics.json."
+    if self.eval_fn is None: raise ValueError("Trainer.evaluate: no eval_fn was given to the Trainer")
+    was_training = self.method.training
+    self.method.eval()
+    try:
+        with torch.no_grad(): metrics = self.eval_fn(self.method)
+    finally:
+        self.method.train(was_training)
+        if was_training: self._freeze()
+    if not isinstance(metrics, dict): raise TypeError(f"eval_fn must return a dict of metrics, got {type(metrics).__name__}")
+    metrics = _plain(metrics)
+    stage = self.stages[min(self.stage_index, len(self.stages) - 1)]
+    entry = {"stage": stage.name, "epoch": self.epoch, "global_step": self.global_step, **metrics}
+    self.metrics_history.append(entry)
+    if self.is_main:
+        atomic_write_text(self.metrics_path, json.dumps({"latest": entry, "history": self.metrics_history}, indent=2))
+        self._log("metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
+    return metrics
 
-    def _average_gradients(self, optimizer, bucket_numel: int = 2**24) -> None:
-        "Average the optimizer's gradients over the processes (a parameter with a gradient in any process joins)."
-        params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
-        has = torch.tensor([float(p.grad is not None) for p in params], device=self.device)
-        dist.all_reduce(has, op=dist.ReduceOp.MAX)
-        grads = []
-        for p, h in zip(params, has.tolist()):
-            if not h: continue
-            if p.grad is None: p.grad = torch.zeros_like(p)
-            if p.grad.is_sparse: raise NotImplementedError("sparse gradients are not supported under DDP")
-            grads.append(p.grad)
-        by_dtype: dict[torch.dtype, list[Tensor]] = {}
-        for g in grads: by_dtype.setdefault(g.dtype, []).append(g)
-        for group in by_dtype.values():
-            start = 0
-            while start < len(group):
-                bucket, n = [], 0
-                while start < len(group) and (not bucket or n + group[start].numel() <= bucket_numel):
-                    bucket.append(group[start]); n += group[start].numel(); start += 1
-                flat = torch.cat([g.reshape(-1) for g in bucket])
-                dist.all_reduce(flat)
-                flat.div_(self.world_size)
-                for g, chunk in zip(bucket, flat.split([g.numel() for g in bucket])): g.copy_(chunk.view_as(g))
+# %% ../nbs/30_training.ipynb #b769c318
+@patch
+def _run_epoch(self: Trainer, stage: Stage, epoch: int) -> None:
+    cfg, method = self.config, self.method
+    method.train(); self._freeze()
+    loader = self._loader(stage, epoch)
+    bar = self._progress(loader, stage, epoch)
+    sums: dict[str, float] = {}
+    sample_batch, wants_samples = None, type(method).sample_images is not Method.sample_images
+    iterator, batch_index = iter(loader), 0
+    try:
+        while cfg.max_steps_per_epoch is None or batch_index < cfg.max_steps_per_epoch:
+            batch = next(iterator, None)
+            if self._any_rank(batch is None): break  # every process stops with the shortest share
+            batch = _move(batch, self.device, self.channels_last)
+            if wants_samples and sample_batch is None: sample_batch = batch
+            losses = self._train_batch(stage, epoch, batch, batch_index)
+            batch_index += 1
+            for k, v in losses.items():
+                self._window.setdefault(k, []).append(v)
+                sums[k] = sums.get(k, 0.0) + v
+            if self.global_step % cfg.log_every == 0:
+                self._flush_window(stage, epoch)
+                self._write_losses()
+            bar.update(1)
+            if not bar.disable: bar.set_postfix({k: f"{v / batch_index:.4g}" for k, v in sums.items()}, refresh=False)
+    finally:
+        bar.close()
+    if batch_index == 0: raise ValueError(f"the train loader of stage {stage.name!r} yielded no batches (epoch {epoch})")
+    self._end_epoch(stage, epoch, sample_batch, {k: v / batch_index for k, v in sums.items()})
 
-    # -- stages
-    def _freeze(self) -> None:
-        for m in self._frozen: m.eval()
+# %% ../nbs/30_training.ipynb #c497588b
+@patch
+def _end_epoch(self: Trainer, stage: Stage, epoch: int, sample_batch, mean_losses: dict) -> None:
+    self._flush_window(stage, epoch)
+    self._write_losses()
+    for s in self.schedulers.values():
+        if s is not None: s.step()
+    if self.world_size > 1:
+        with torch.no_grad(): self._broadcast(self.method.buffers())
+    rng = _rng_state()
+    due = (epoch + 1) % self.config.checkpoint_every_epochs == 0 or epoch == stage.epochs - 1
+    if due: self._save_checkpoint(stage, epoch, rng)
+    self._log(f"stage {stage.name!r} epoch {epoch} done, step {self.global_step}: "
+              + ", ".join(f"{k} {v:.4g}" for k, v in mean_losses.items()) + (" (checkpoint)" if due else ""))
+    if sample_batch is not None and self.is_main: self._save_samples(stage, epoch, sample_batch)
+    every = self.config.eval_every_epochs
+    if self.eval_fn is not None and every and (epoch + 1) % every == 0: self._evaluate_synced()
+    _set_rng_state(rng)  # samples and evaluation never change the training's random stream
+    self.method.train(); self._freeze()
 
-    def _begin_stage(self, stage: Stage) -> None:
-        frozen = list(self.method.frozen_modules(stage))
-        inside = {id(m) for m in self.method.modules()}
-        for m in frozen:
-            if not isinstance(m, nn.Module) or id(m) not in inside:
-                raise ValueError(f"frozen_modules({stage.name!r}) must list sub-modules of the method, got {type(m).__name__}")
-        self._frozen, self._frozen_flags = frozen, []
-        for m in frozen:
-            for p in m.parameters():
-                self._frozen_flags.append((p, p.requires_grad))
-                p.requires_grad_(False)
-        built = self.method.configure_optimizers(stage)
-        if not isinstance(built, dict) or not built:
-            raise ValueError(f"configure_optimizers({stage.name!r}) must return a non-empty dict name -> (optimizer, scheduler)")
-        own = {id(p) for p in self.method.parameters()}
-        self.optimizers, self.schedulers = {}, {}
-        for name, value in built.items():
-            opt, sched = value if isinstance(value, tuple) else (value, None)
-            if not isinstance(opt, torch.optim.Optimizer):
-                raise ValueError(f"configure_optimizers({stage.name!r})[{name!r}]: not a torch optimizer: {opt!r}")
-            if any(id(p) not in own for g in opt.param_groups for p in g["params"]):
-                raise ValueError(f"configure_optimizers({stage.name!r})[{name!r}]: optimizes tensors that are not "
-                                 f"parameters of the method")
-            self.optimizers[name], self.schedulers[name] = opt, sched
-        self._log(f"stage {stage.name!r}: {stage.epochs} epoch(s), optimizers {list(self.optimizers)}, "
-                  f"frozen {[type(m).__name__ for m in frozen]}")
+# %% ../nbs/30_training.ipynb #758184d2
+@patch
+def _run(self: Trainer, state: dict | None) -> None:
+    start_stage, start_epoch = 0, 0
+    if state is not None:
+        start_stage, start_epoch = int(state["stage_index"]), int(state["epoch"]) + 1
+        if start_epoch >= self.stages[start_stage].epochs: start_stage, start_epoch = start_stage + 1, 0
+        if start_epoch == 0: _set_rng_state(self._rank_rng(state))  # at a stage boundary nothing else to restore
+    for si in range(start_stage, len(self.stages)):
+        stage = self.stages[si]
+        first = start_epoch if si == start_stage else 0
+        if first >= stage.epochs: continue
+        self.stage_index, self.epoch = si, first
+        self._begin_stage(stage)
+        if first > 0:  # resuming inside a stage: its optimizers' states, then the random states
+            self._restore_optimizers(state)
+            _set_rng_state(self._rank_rng(state))
+        for epoch in range(first, stage.epochs):
+            self.epoch = epoch
+            self._run_epoch(stage, epoch)
+        self._end_stage()
+    if self.eval_fn is not None and not (self.metrics_history and
+                                         self.metrics_history[-1].get("global_step") == self.global_step):
+        self._evaluate_synced()
 
-    def _end_stage(self) -> None:
-        for p, flag in self._frozen_flags: p.requires_grad_(flag)
-        for m in self._frozen: m.train(self.method.training)
-        self._frozen, self._frozen_flags = [], []
-
-    # -- data
-    def _loader(self, stage: Stage, epoch: int):
-        available = {"num_replicas": self.world_size, "rank": self.rank, "stage_index": self.stage_index}
-        kwargs = {k: v for k, v in available.items() if k in self._factory_kwargs}
-        if self.world_size > 1 and "rank" not in kwargs and not self._warned_factory:
-            self._warned_factory = True
-            self._log("warning: the loader factory takes no num_replicas / rank; it must shard the data itself")
-        return self._factory(stage, epoch, **kwargs)
-
-    def _progress(self, loader, stage: Stage, epoch: int):
-        cfg = self.config
-        on = (cfg.progress is True or (cfg.progress == "auto" and (sys.stderr.isatty() or _in_notebook())))
-        on = on and self.is_main and not IN_TEST and not os.environ.get("IN_TEST")
-        total = len(loader) if hasattr(loader, "__len__") else None
-        if total is not None and cfg.max_steps_per_epoch: total = min(total, cfg.max_steps_per_epoch)
-        desc = f"{stage.name} [{self.stage_index + 1}/{len(self.stages)}] epoch {epoch + 1}/{stage.epochs}"
-        return tqdm(total=total, desc=desc, disable=not on, leave=True, dynamic_ncols=True)
-
-    # -- checkpoints
-    def _checkpoint_state(self, stage: Stage, epoch: int, rng: dict, rng_per_rank: list | None) -> dict:
-        return {"method": self.method.name, "method_config": self.method.config.to_dict(),
-                "num_classes": self.method.num_classes, "model": self.method.state_dict(),
-                "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
-                "schedulers": {n: (s.state_dict() if s is not None else None) for n, s in self.schedulers.items()},
-                "scaler": self.scaler.state_dict(), "rng": rng, "rng_per_rank": rng_per_rank or [],
-                "stage_index": self.stage_index, "stage_name": stage.name, "stage_names": [s.name for s in self.stages],
-                "epoch": epoch, "global_step": self.global_step, "world_size": self.world_size,
-                "complete": self.stage_index == len(self.stages) - 1 and epoch == stage.epochs - 1}
-
-    def _write_config(self) -> None:
-        info = {"method": self.method.name, "method_module": type(self.method).__module__,
-                "method_config": self.method.config.to_dict(),
-                "trainer": self.config.to_dict(), "data": _plain(self.data_info), "num_classes": self.method.num_classes}
-        atomic_write_text(self.run_dir / "config.json", json.dumps(info, indent=2))
-
-    def _load_resume_state(self, resume) -> dict | None:
-        path = self.checkpoint_path
-        if resume is False:
-            if path.is_file():
-                raise FileExistsError(f"{path} exists: pass resume=True / 'auto' to continue that run, or use another run_dir")
-            return None
-        if not path.is_file():
-            if resume == "auto": return None
-            raise CheckpointError(f"{path}: checkpoint file not found, nothing to resume")
-        state = load_checkpoint(path)
-        load_model_state(self.method, state, path)
-        names = [s.name for s in self.stages]
-        if state.get("stage_names") != names:
-            raise CheckpointError(f"{path}: written for stages {state.get('stage_names')}, the method now has {names}")
-        return state
-
-    def _restore_optimizers(self, state: dict) -> None:
-        path = self.checkpoint_path
-        if set(state["optimizers"]) != set(self.optimizers):
-            raise CheckpointError(f"{path}: optimizers {sorted(state['optimizers'])} do not match the stage's "
-                                  f"{sorted(self.optimizers)}")
+# %% ../nbs/30_training.ipynb #bf0c5755
+@patch
+def fit(self: Trainer, resume: bool | str = False) -> pd.DataFrame:
+    "Train through every stage (or resume with `resume=True` / `'auto'`); returns the loss log."
+    if resume not in (True, False, "auto"): raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
+    self._setup_distributed()
+    try:
+        state = self._load_resume_state(resume)
         try:
-            for n, o in self.optimizers.items(): o.load_state_dict(state["optimizers"][n])
-            for n, s in self.schedulers.items():
-                if s is not None and state["schedulers"].get(n) is not None: s.load_state_dict(state["schedulers"][n])
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise CheckpointError(f"{path}: optimizer / scheduler states do not fit: {e}") from None
-        if state.get("scaler") and self.scaler.is_enabled(): self.scaler.load_state_dict(state["scaler"])
-
-    def _rank_rng(self, state: dict) -> dict:
-        per_rank = state.get("rng_per_rank") or []
-        return per_rank[self.rank] if len(per_rank) == self.world_size else state["rng"]
-
-    # -- the run
-    def fit(self, resume: bool | str = False) -> pd.DataFrame:
-        "Train through every stage (or resume with `resume=True` / `'auto'`); returns the loss log."
-        if resume not in (True, False, "auto"): raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
-        self._setup_distributed()
-        try:
-            state = self._load_resume_state(resume)
-            try:
-                if state is None: self._start_fresh()
-                else: self._continue_from(state)
-                if self.world_size > 1:
-                    with torch.no_grad(): self._broadcast(self.method.state_dict().values())
-                self._run(state)
-            except BaseException as e:  # a crash keeps the log up to the crash; resume cuts it back to the checkpoint
-                if not isinstance(e, TrainingDiverged):
-                    self._flush_window(self.stages[min(self.stage_index, len(self.stages) - 1)], self.epoch)
-                    self._write_losses()
-                    self._log(f"stopped by {type(e).__name__}: {e}")
-                raise
-        finally:
-            self._end_stage()
-            self._teardown_distributed()
-        return self.loss_log
-
-    def _start_fresh(self) -> None:
-        seed_everything(self.config.seed + self.rank, self.deterministic)
-        self.stage_index, self.epoch, self.global_step = 0, 0, 0
-        self._rows, self.metrics_history = [], []
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._write_config()
-            for stale in (self.losses_path, self.metrics_path):
-                if stale.is_file(): stale.unlink()
-        self._log(f"start {self.method.name!r} on {self.device} x{self.world_size} (amp {self.amp_enabled}, "
-                  f"seed {self.config.seed})")
-
-    def _continue_from(self, state: dict) -> None:
-        if self.deterministic: seed_everything(self.config.seed + self.rank, True)  # sets the kernels; RNGs come later
-        self.global_step = int(state["global_step"])
-        self._rows = self._read_losses(self.global_step)
-        self._write_losses()
-        if self.metrics_path.is_file():
-            history = json.loads(self.metrics_path.read_text(encoding="utf-8")).get("history", [])
-            self.metrics_history = [h for h in history if h.get("global_step", 0) <= self.global_step]
-        if self.is_main: self._write_config()  # the config that the run continues with
-        self._log(f"resume from {self.checkpoint_path} (stage {state['stage_name']!r}, epoch {state['epoch']}, "
-                  f"step {self.global_step})")
-
-    def _run(self, state: dict | None) -> None:
-        start_stage, start_epoch = 0, 0
-        if state is not None:
-            start_stage, start_epoch = int(state["stage_index"]), int(state["epoch"]) + 1
-            if start_epoch >= self.stages[start_stage].epochs: start_stage, start_epoch = start_stage + 1, 0
-            if start_epoch == 0: _set_rng_state(self._rank_rng(state))  # at a stage boundary nothing else to restore
-        for si in range(start_stage, len(self.stages)):
-            stage = self.stages[si]
-            first = start_epoch if si == start_stage else 0
-            if first >= stage.epochs: continue
-            self.stage_index, self.epoch = si, first
-            self._begin_stage(stage)
-            if first > 0:  # resuming inside a stage: its optimizers' states, then the random states
-                self._restore_optimizers(state)
-                _set_rng_state(self._rank_rng(state))
-            for epoch in range(first, stage.epochs):
-                self.epoch = epoch
-                self._run_epoch(stage, epoch)
-            self._end_stage()
-        if self.eval_fn is not None and not (self.metrics_history and
-                                             self.metrics_history[-1].get("global_step") == self.global_step):
-            self._evaluate_synced()
-
-    def _run_epoch(self, stage: Stage, epoch: int) -> None:
-        cfg, method = self.config, self.method
-        method.train(); self._freeze()
-        loader = self._loader(stage, epoch)
-        bar = self._progress(loader, stage, epoch)
-        sums: dict[str, float] = {}
-        sample_batch, wants_samples = None, type(method).sample_images is not Method.sample_images
-        iterator, batch_index = iter(loader), 0
-        try:
-            while cfg.max_steps_per_epoch is None or batch_index < cfg.max_steps_per_epoch:
-                batch = next(iterator, None)
-                if self._any_rank(batch is None): break  # every process stops with the shortest share
-                batch = _move(batch, self.device, self.channels_last)
-                if wants_samples and sample_batch is None: sample_batch = batch
-                ctx = StepContext(self, stage, epoch, self.global_step, batch_index)
-                losses = method.training_step(batch, ctx)
-                if not isinstance(losses, dict):
-                    raise TypeError(f"{type(method).__name__}.training_step must return a dict of losses, got {type(losses).__name__}")
-                losses = {k: float(v) for k, v in losses.items()}
-                bad = [k for k, v in losses.items() if not math.isfinite(v)]
-                if self._any_rank(bool(bad)):
-                    key = bad[0] if bad else "another process's loss"
-                    self._diverged(f"loss {key!r}", key, losses[key] if bad else float("nan"), stage, epoch,
-                                   self.global_step)
-                self.global_step += 1
-                batch_index += 1
-                for k, v in losses.items():
-                    self._window.setdefault(k, []).append(v)
-                    sums[k] = sums.get(k, 0.0) + v
-                if self.global_step % cfg.log_every == 0:
-                    self._flush_window(stage, epoch)
-                    self._write_losses()
-                bar.update(1)
-                if not bar.disable: bar.set_postfix({k: f"{v / batch_index:.4g}" for k, v in sums.items()}, refresh=False)
-        finally:
-            bar.close()
-        if batch_index == 0: raise ValueError(f"the train loader of stage {stage.name!r} yielded no batches (epoch {epoch})")
-        self._flush_window(stage, epoch)
-        self._write_losses()
-        for s in self.schedulers.values():
-            if s is not None: s.step()
-        self._end_epoch(stage, epoch, sample_batch, {k: v / batch_index for k, v in sums.items()})
-
-    def _end_epoch(self, stage: Stage, epoch: int, sample_batch, mean_losses: dict) -> None:
-        if self.world_size > 1:
-            with torch.no_grad(): self._broadcast(self.method.buffers())
-        rng = _rng_state()
-        due = (epoch + 1) % self.config.checkpoint_every_epochs == 0 or epoch == stage.epochs - 1
-        if due:
-            bad = [n for n, p in self.method.named_parameters() if not bool(torch.isfinite(p).all())]
-            if bad: self._diverged(f"parameter {bad[0]!r}", bad[0], float("nan"), stage, epoch, self.global_step)
-            per_rank = None
+            if state is None: self._start_fresh()
+            else: self._continue_from(state)
             if self.world_size > 1:
-                per_rank = [None] * self.world_size
-                dist.all_gather_object(per_rank, rng)
-            if self.is_main:
-                save_checkpoint(self._checkpoint_state(stage, epoch, rng, per_rank), self.checkpoint_path)
-        self._log(f"stage {stage.name!r} epoch {epoch} done, step {self.global_step}: "
-                  + ", ".join(f"{k} {v:.4g}" for k, v in mean_losses.items()) + (" (checkpoint)" if due else ""))
-        if sample_batch is not None and self.is_main: self._save_samples(stage, epoch, sample_batch)
-        every = self.config.eval_every_epochs
-        if self.eval_fn is not None and every and (epoch + 1) % every == 0: self._evaluate_synced()
-        _set_rng_state(rng)  # samples and evaluation never change the training's random stream
-        self.method.train(); self._freeze()
-
-    def _save_samples(self, stage: Stage, epoch: int, batch: dict) -> Path | None:
-        from torchvision.utils import make_grid
-        from PIL import Image
-        self.method.eval()
-        images = None
-        with torch.no_grad(), contextlib.suppress(NotImplementedError):
-            images = self.method.sample_images(batch)
-        self.method.train(); self._freeze()
-        if images is None: return None
-        images = images.detach().float().cpu()
-        if images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise ValueError(f"sample_images must return (B, 3, H, W) or (B, 1, H, W) images, got {tuple(images.shape)}")
-        mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
-        std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
-        if images.shape[1] == 1: images = images.expand(-1, 3, -1, -1)
-        grid = make_grid((images * std + mean).clamp(0, 1), nrow=min(8, len(images)), padding=2, pad_value=1.0)
-        buffer = io.BytesIO()
-        Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy()).save(buffer, format="PNG")
-        return atomic_write_bytes(self.run_dir / "samples" / f"{stage.name}_e{epoch}.png", buffer.getvalue())
-
-    # -- evaluation
-    def _evaluate_synced(self) -> None:
-        if self.is_main: self.evaluate()
-        if self.world_size > 1: dist.barrier()
-
-    def evaluate(self) -> dict:
-        "Run `eval_fn(method)` (eval mode, no grad), append it to the history and write metrics.json."
-        if self.eval_fn is None: raise ValueError("Trainer.evaluate: no eval_fn was given to the Trainer")
-        was_training = self.method.training
-        self.method.eval()
-        try:
-            with torch.no_grad(): metrics = self.eval_fn(self.method)
-        finally:
-            self.method.train(was_training)
-            if was_training: self._freeze()
-        if not isinstance(metrics, dict): raise TypeError(f"eval_fn must return a dict of metrics, got {type(metrics).__name__}")
-        metrics = _plain(metrics)
-        stage = self.stages[min(self.stage_index, len(self.stages) - 1)]
-        entry = {"stage": stage.name, "epoch": self.epoch, "global_step": self.global_step, **metrics}
-        self.metrics_history.append(entry)
-        if self.is_main:
-            atomic_write_text(self.metrics_path, json.dumps({"latest": entry, "history": self.metrics_history}, indent=2))
-            self._log("metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
-        return metrics
+                with torch.no_grad(): self._broadcast(self.method.state_dict().values())
+            self._run(state)
+        except BaseException as e:
+            if not isinstance(e, TrainingDiverged):
+                self._flush_window(self.stages[min(self.stage_index, len(self.stages) - 1)], self.epoch)
+                self._write_losses()
+                self._log(f"stopped by {type(e).__name__}: {e}")
+            raise
+    finally:
+        self._end_stage()
+        self._teardown_distributed()
+    return self.loss_log
 
 # %% ../nbs/30_training.ipynb #b239afff
 def run_info(run_dir) -> dict:

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from reid_workbench.core import Config, seed_everything
-from reid_workbench.training import Method, Stage, Trainer, TrainerConfig, register_method
+from reid_workbench.registry import MethodInfo, register_method
+from reid_workbench.training import Method, Stage, Trainer, TrainerConfig
 
 IMAGE_SHAPE = (3, 8, 4)
 NUM_CLASSES = 5
@@ -23,6 +24,7 @@ NUM_CLASSES = 5
 
 @dataclass
 class ToyConfig(Config):
+    size: tuple[int, int] = (8, 4)                 # (height, width) of IMAGE_SHAPE, as every method config has
     hidden: int = 12
     epochs: tuple[int, int, int] = (1, 2, 1)       # stages "id", "gan", "joint"
     lr: float = 0.01
@@ -123,7 +125,7 @@ class ToyGAN(Method):
         return torch.cat([x, self.generator(self.encoder(x)).view(-1, *IMAGE_SHAPE)])
 
 
-register_method("toy_gan_test", ToyConfig, ToyGAN)
+register_method(MethodInfo("toy_gan_test", ToyConfig, ToyGAN, presets=()))
 
 
 def toy_data(n: int = 32, seed: int = 0):

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from reid_workbench.core import CheckpointError, load_checkpoint, save_checkpoint
-from reid_workbench.training import (Method, Stage, StepContext, Trainer, TrainerConfig, TrainingDiverged, get_method,
-                                     load_trained, register_method)
+from reid_workbench.registry import load_trained, method_info
+from reid_workbench.training import Stage, Trainer, TrainerConfig, TrainingDiverged
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("ddp_train_toy", HERE / "ddp_train_toy.py")
@@ -214,7 +214,7 @@ def test_step_context_errors(tmp_path):
 def test_load_trained_round_trip(tmp_path):
     trainer, _ = train(tmp_path / "run", epochs=(1, 1, 0), hidden=7)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["method"] == "toy_gan_test" and config["num_classes"] == 5
+    assert config["method"] == "toy_gan_test" and config["method_module"] == "ddp_train_toy" and config["num_classes"] == 5
     assert config["method_config"]["hidden"] == 7 and config["trainer"]["log_every"] == 1 and "data" in config
     rng = torch.get_rng_state()
     loaded = load_trained(tmp_path / "run")
@@ -224,7 +224,7 @@ def test_load_trained_round_trip(tmp_path):
     x = torch.randn(4, *toy.IMAGE_SHAPE)
     trainer.method.eval()
     assert torch.equal(loaded.embed(x), trainer.method.embed(x))
-    assert get_method("toy_gan_test") == (toy.ToyConfig, toy.ToyGAN)
+    assert (method_info("toy_gan_test").config, method_info("toy_gan_test").model) == (toy.ToyConfig, toy.ToyGAN)
 
 
 def test_bad_and_foreign_checkpoints_raise_checkpoint_error_naming_the_file(tmp_path):
