@@ -11,6 +11,7 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import NamedTuple
 import numpy as np
+from fastcore.basics import patch
 from PIL import Image, ImageDraw, ImageFilter
 from .pose import COCO18_NAMES, FLIP_PERMUTATION, NUM_KEYPOINTS, write_keypoints_csv
 
@@ -36,6 +37,7 @@ VIEW_YAW = {"front": 0.0, "back": 180.0, "left": -90.0, "right": 90.0}
 BACKGROUNDS = ("wall", "bricks", "foliage", "shopfront", "plain")
 OCCLUDERS = ("none", "pole", "box")
 
+# %% ../../nbs/04_data.synth.ipynb #9bb6d24b
 SKIN_TONES = ((244, 208, 184), (233, 188, 157), (214, 163, 126), (189, 138, 101), (150, 104, 72), (105, 72, 50))
 HAIR_COLORS = {"black": (28, 24, 24), "dark_brown": (60, 40, 30), "brown": (106, 70, 44),
                "blonde": (204, 172, 112), "auburn": (130, 58, 36), "grey": (152, 150, 148)}
@@ -57,6 +59,12 @@ _BAG_WEIGHTS = {"black": 6, "charcoal": 2, "navy": 2, "brown": 3, "red": 1.5, "b
                 "pink": 1.5, "white": 0.5}
 
 # %% ../../nbs/04_data.synth.ipynb #5f78d659
+def _check_choices(obj, **allowed):
+    "A ValueError naming the field of `obj` whose value is not among its `allowed` values."
+    for name, values in allowed.items():
+        if getattr(obj, name) not in values:
+            raise ValueError(f"{type(obj).__name__}.{name}={getattr(obj, name)!r}: must be one of {values}")
+
 @dataclass(frozen=True)
 class Identity:
     "What a person looks like: the factors that stay the same across cameras, views and poses."
@@ -77,13 +85,12 @@ class Identity:
     confuser_of: int = -1        # pid whose clothing colours this identity copies (-1: none); not drawn
 
     def __post_init__(self):
-        for name, allowed in (("hair_length", HAIR_LENGTHS), ("upper_pattern", UPPER_PATTERNS),
-                              ("sleeves", SLEEVES), ("lower_type", LOWER_TYPES), ("bag", BAGS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"Identity.{name}={getattr(self, name)!r}: must be one of {allowed}")
+        _check_choices(self, hair_length=HAIR_LENGTHS, upper_pattern=UPPER_PATTERNS, sleeves=SLEEVES,
+                       lower_type=LOWER_TYPES, bag=BAGS)
         if not (0.3 <= self.height <= 3 and 0.3 <= self.width <= 3):
             raise ValueError(f"Identity height={self.height}, width={self.width}: must lie in [0.3, 3]")
 
+# %% ../../nbs/04_data.synth.ipynb #90d18b14
 @dataclass(frozen=True)
 class Nuisance:
     "Everything about one image that is not the person: pose, camera style, framing, occluder."
@@ -118,11 +125,10 @@ class Nuisance:
     occluder_color: RGB
 
     def __post_init__(self):
-        for name, allowed in (("view", VIEWS), ("background", BACKGROUNDS), ("occluder", OCCLUDERS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"Nuisance.{name}={getattr(self, name)!r}: must be one of {allowed}")
+        _check_choices(self, view=VIEWS, background=BACKGROUNDS, occluder=OCCLUDERS)
         if not self.scale > 0: raise ValueError(f"Nuisance.scale={self.scale}: must be > 0")
 
+# %% ../../nbs/04_data.synth.ipynb #76f3efc5
 @dataclass(frozen=True)
 class CameraStyle:
     "A camera's fixed look; `sample_nuisance` jitters it per image."
@@ -164,6 +170,7 @@ def _contrasting(rng, rgb, tries=12) -> RGB:
         if abs(_luma(c) - _luma(rgb)) > 60: return c
     return CLOTHING_COLORS["white"] if _luma(rgb) < 128 else CLOTHING_COLORS["black"]
 
+# %% ../../nbs/04_data.synth.ipynb #e1f6d25e
 def sample_identity(rng: np.random.Generator) -> Identity:
     "A random person."
     upper = _pick_color(rng, _UPPER_WEIGHTS)
@@ -184,6 +191,7 @@ def sample_identity(rng: np.random.Generator) -> Identity:
         bag_color=_pick_color(rng, _BAG_WEIGHTS),
         height=_r4(rng.uniform(0.9, 1.06)), width=_r4(rng.uniform(0.85, 1.2)))
 
+# %% ../../nbs/04_data.synth.ipynb #42c3952e
 def make_confuser(rng: np.random.Generator, target: Identity, target_pid: int) -> Identity:
     """A new identity wearing `target`'s clothing colours (upper, lower, shoes) and garment types, that differs
     from it in pattern, bag, hair and body shape."""
@@ -202,6 +210,7 @@ def make_confuser(rng: np.random.Generator, target: Identity, target_pid: int) -
                    hair_color=_jitter(rng, HAIR_COLORS[_pick_name(rng, tuple(HAIR_COLORS))], 8),
                    height=_r4(height), width=_r4(width), confuser_of=int(target_pid))
 
+# %% ../../nbs/04_data.synth.ipynb #8a8527a0
 def sample_identities(rng: np.random.Generator, n: int, confuser_fraction: float = 0.2,
                       first_pid: int = 1) -> list[Identity]:
     """`n` identities with pids `first_pid...first_pid+n-1`; a `confuser_fraction` of them are confusers of
@@ -228,23 +237,28 @@ _FLOORS = ((92, 92, 94), (148, 144, 138), (170, 156, 126), (72, 72, 78), (124, 1
 _OCCLUDER_COLORS = ((70, 70, 72), (112, 112, 114), (44, 64, 44), (150, 140, 120), (62, 50, 44), (172, 62, 40),
                     (40, 52, 84))
 
+def _pick(rng, seq): return seq[int(rng.integers(len(seq)))]
+
+def _sample_background(rng) -> tuple[str, RGB, RGB]:
+    "A background texture kind and its two colours."
+    kind = _pick_name(rng, BACKGROUNDS, dict(wall=25, bricks=20, foliage=20, shopfront=20, plain=15))
+    if kind == "bricks": return kind, _pick(rng, _BRICKS), (190, 186, 176)
+    if kind == "foliage": return (kind, *_pick(rng, _LEAVES))
+    if kind == "shopfront": return (kind, *_pick(rng, _SHOPS))
+    c1 = _pick(rng, _WALLS)
+    f = rng.uniform(0.7, 1.15)
+    return kind, c1, tuple(int(min(255, c * f * g)) for c, g in zip(c1, rng.uniform(0.96, 1.04, 3)))
+
+# %% ../../nbs/04_data.synth.ipynb #ba0261b6
 def sample_camera(rng: np.random.Generator, camid: int, occluder_rate: float = 0.15) -> CameraStyle:
     "A camera's fixed style; `occluder_rate` is the mean rate over cameras (each camera gets 0.5x-1.5x of it)."
-    pick = lambda seq: seq[int(rng.integers(len(seq)))]
-    kind = _pick_name(rng, BACKGROUNDS, dict(wall=25, bricks=20, foliage=20, shopfront=20, plain=15))
-    if kind == "bricks": c1, c2 = pick(_BRICKS), (190, 186, 176)
-    elif kind == "foliage": c1, c2 = pick(_LEAVES)
-    elif kind == "shopfront": c1, c2 = pick(_SHOPS)
-    else:
-        c1 = pick(_WALLS)
-        f = rng.uniform(0.7, 1.15)
-        c2 = tuple(int(min(255, c * f * g)) for c, g in zip(c1, rng.uniform(0.96, 1.04, 3)))
+    kind, c1, c2 = _sample_background(rng)
     warm, tint = rng.normal(0, 0.06), rng.normal(0, 0.025)
     views = rng.dirichlet(np.full(4, 2.0)) * 0.7 + 0.075
     views = views / views.sum()
     return CameraStyle(
         camid=int(camid), background=kind, bg_color=_jitter(rng, c1, 10), bg_color2=_jitter(rng, c2, 10),
-        floor_color=_jitter(rng, pick(_FLOORS), 10), horizon=_r4(rng.uniform(0.55, 0.8)),
+        floor_color=_jitter(rng, _pick(rng, _FLOORS), 10), horizon=_r4(rng.uniform(0.55, 0.8)),
         texture_scale=_r4(rng.uniform(0.7, 1.4)), texture_seed=int(rng.integers(2**31 - 1)),
         cast=(_r4(1 + warm), _r4(1 + tint), _r4(1 - warm)), brightness=_r4(rng.uniform(0.78, 1.18)),
         blur=_r4(rng.uniform(0.0, 0.9)), noise=_r4(rng.uniform(0.5, 4.0)), scale=_r4(rng.uniform(0.88, 1.0)),
@@ -255,27 +269,37 @@ def sample_cameras(rng: np.random.Generator, n: int, occluder_rate: float = 0.15
     "`n` camera styles, camids 0..n-1."
     return [sample_camera(rng, c, occluder_rate) for c in range(n)]
 
+# %% ../../nbs/04_data.synth.ipynb #9f483cae
+_NO_OCCLUDER = dict(occluder="none", occluder_x=0.0, occluder_y=0.0, occluder_w=0.0, occluder_h=0.0,
+                    occluder_color=(0, 0, 0))
+
+def _sample_occluder(rng, camera: CameraStyle) -> dict:
+    "The occluder fields of a `Nuisance`: none, a pole or a box in front of the person."
+    if rng.random() >= camera.occluder_rate: return dict(_NO_OCCLUDER)
+    color = _jitter(rng, _OCCLUDER_COLORS[int(rng.integers(len(_OCCLUDER_COLORS)))], 10)
+    if rng.random() < 0.5:
+        w = rng.uniform(0.07, 0.16)
+        return dict(occluder="pole", occluder_x=_r4(rng.uniform(0.1, 0.9 - w)), occluder_y=0.0,
+                    occluder_w=_r4(w), occluder_h=1.0, occluder_color=color)
+    h, w = rng.uniform(0.18, 0.42), rng.uniform(0.45, 1.0)
+    return dict(occluder="box", occluder_x=_r4(rng.uniform(-0.3, 1.0 - w * 0.6)), occluder_y=_r4(1 - h),
+                occluder_w=_r4(w), occluder_h=_r4(h), occluder_color=color)
+
+def _sample_framing(rng, camera: CameraStyle, junk: bool) -> tuple[float, float, float]:
+    "Scale and offsets of the person; junk framing is far too small or cut by the border."
+    scale = camera.scale * rng.uniform(0.94, 1.05)
+    off_x, off_y = np.clip(rng.normal(0, 0.035), -0.1, 0.1), np.clip(rng.normal(0, 0.012), -0.03, 0.02)
+    if not junk: return scale, off_x, off_y
+    if rng.random() < 0.5: return rng.uniform(0.3, 0.5), rng.uniform(-0.3, 0.3), rng.uniform(-0.3, 0)
+    return rng.uniform(1.5, 2.2), rng.choice([-1, 1]) * rng.uniform(0.2, 0.45), rng.uniform(-0.1, 0.6)
+
+# %% ../../nbs/04_data.synth.ipynb #d9d3d266
 def sample_nuisance(rng: np.random.Generator, camera: CameraStyle, junk: bool = False) -> Nuisance:
     """One image's pose, framing and occluder seen by `camera`, with per-image jitter of its style.
     `junk=True` frames the person badly (far too small, or cut by the border), as in Market-1501's junk images."""
     view = VIEWS[int(rng.choice(4, p=np.asarray(camera.view_weights) / sum(camera.view_weights)))]
-    scale = camera.scale * rng.uniform(0.94, 1.05)
-    off_x, off_y = np.clip(rng.normal(0, 0.035), -0.1, 0.1), np.clip(rng.normal(0, 0.012), -0.03, 0.02)
-    if junk:
-        if rng.random() < 0.5: scale, off_x, off_y = rng.uniform(0.3, 0.5), rng.uniform(-0.3, 0.3), rng.uniform(-0.3, 0)
-        else: scale, off_x, off_y = rng.uniform(1.5, 2.2), rng.choice([-1, 1]) * rng.uniform(0.2, 0.45), rng.uniform(-0.1, 0.6)
-    occ = dict(occluder="none", occluder_x=0.0, occluder_y=0.0, occluder_w=0.0, occluder_h=0.0,
-               occluder_color=(0, 0, 0))
-    if rng.random() < camera.occluder_rate:
-        color = _jitter(rng, _OCCLUDER_COLORS[int(rng.integers(len(_OCCLUDER_COLORS)))], 10)
-        if rng.random() < 0.5:
-            w = rng.uniform(0.07, 0.16)
-            occ = dict(occluder="pole", occluder_x=_r4(rng.uniform(0.1, 0.9 - w)), occluder_y=0.0,
-                       occluder_w=_r4(w), occluder_h=1.0, occluder_color=color)
-        else:
-            h, w = rng.uniform(0.18, 0.42), rng.uniform(0.45, 1.0)
-            occ = dict(occluder="box", occluder_x=_r4(rng.uniform(-0.3, 1.0 - w * 0.6)), occluder_y=_r4(1 - h),
-                       occluder_w=_r4(w), occluder_h=_r4(h), occluder_color=color)
+    scale, off_x, off_y = _sample_framing(rng, camera, junk)
+    occ = _sample_occluder(rng, camera)
     return Nuisance(
         camid=camera.camid, view=view, yaw=_r4(np.clip(rng.normal(0, 8), -20, 20)),
         walk_phase=_r4(rng.uniform(0, 2 * math.pi)), stride=_r4(rng.uniform(0.04, 0.42)),
@@ -305,11 +329,15 @@ _OWN_PARTS = tuple(frozenset(_P[p] for p in parts) for parts in (
     ("head",), ("torso", "head"), ("torso", "r_arm"), ("r_arm",), ("r_arm",), ("torso", "l_arm"), ("l_arm",),
     ("l_arm",), ("torso", "r_leg"), ("r_leg",), ("r_leg",), ("torso", "l_leg"), ("l_leg",), ("l_leg",),
     ("head",), ("head",), ("head",), ("head",)))
+# Outward surface normals of the points that must face the camera to be seen, and the threshold.
+_E = (math.sin(0.56), math.cos(0.56))
+_FACING = {"nose": ((0, 0, 1), -0.25), "r_eye": ((-_E[0], 0, _E[1]), 0.05), "l_eye": ((_E[0], 0, _E[1]), 0.05),
+           "r_ear": ((-1, 0, 0), -0.35), "l_ear": ((1, 0, 0), -0.35), "r_shoulder": ((-1, 0, 0), -0.5),
+           "l_shoulder": ((1, 0, 0), -0.5), "r_hip": ((-1, 0, 0), -0.5), "l_hip": ((1, 0, 0), -0.5)}
 
-def body_pose(identity: Identity, nuisance: Nuisance) -> dict:
-    """3-D points of the body in the body frame: the 18 COCO joints by name plus the head centre and the
-    ankles' foot directions. Only the pose factors of `nuisance` and the body shape of `identity` matter."""
-    w = identity.width
+# %% ../../nbs/04_data.synth.ipynb #1715fe3a
+def _limb_joints(w: float, nuisance: Nuisance) -> dict:
+    "Hips, knees, ankles (and foot pitch), shoulders, elbows and wrists of the walk cycle, before the lift."
     ph, st, sw = nuisance.walk_phase, nuisance.stride, nuisance.arm_swing
     sp, cp = math.sin(ph), math.cos(ph)
     pts, abd = {}, 0.06
@@ -330,6 +358,14 @@ def body_pose(identity: Identity, nuisance: Nuisance) -> dict:
         pts[f"{side}_elbow"] = elbow
         pts[f"{side}_wrist"] = (elbow[0] + sg * _FOREARM * sa, elbow[1] - _FOREARM * ca * math.cos(arm + flex),
                                 elbow[2] + _FOREARM * ca * math.sin(arm + flex))
+    return pts
+
+# %% ../../nbs/04_data.synth.ipynb #948ee795
+def body_pose(identity: Identity, nuisance: Nuisance) -> dict:
+    """3-D points of the body in the body frame: the 18 COCO joints by name plus the head centre and the
+    ankles' foot directions. Only the pose factors of `nuisance` and the body shape of `identity` matter."""
+    w = identity.width
+    pts = _limb_joints(w, nuisance)
     lift = _FOOT_Y - min(pts["r_ankle"][1], pts["l_ankle"][1])
     rx, ry, rz = _HEAD_R[0] * (0.85 + 0.15 * w), _HEAD_R[1], _HEAD_R[2]
     hx, hy, hz = 0.0, _HEAD_Y, 0.006
@@ -342,17 +378,61 @@ def body_pose(identity: Identity, nuisance: Nuisance) -> dict:
     pts["lift"] = lift
     return pts
 
-# Outward surface normals of the points that must face the camera to be seen.
-_E = (math.sin(0.56), math.cos(0.56))
-_FACING = {"nose": ((0, 0, 1), -0.25), "r_eye": ((-_E[0], 0, _E[1]), 0.05), "l_eye": ((_E[0], 0, _E[1]), 0.05),
-           "r_ear": ((-1, 0, 0), -0.35), "l_ear": ((1, 0, 0), -0.35), "r_shoulder": ((-1, 0, 0), -0.5),
-           "l_shoulder": ((1, 0, 0), -0.5), "r_hip": ((-1, 0, 0), -0.5), "l_hip": ((1, 0, 0), -0.5)}
-
 # %% ../../nbs/04_data.synth.ipynb #79792da2
 def _smooth_noise(rng, h, w, cell) -> np.ndarray:
     "Value noise in [0, 1] with features about `cell` pixels wide."
     g = rng.random((max(2, int(h / cell) + 2), max(2, int(w / cell) + 2)), dtype=np.float32)
     return np.asarray(Image.fromarray(g).resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32).clip(0, 1)
+
+def _grid(ht, wt) -> tuple[np.ndarray, np.ndarray]:
+    "Row (ht, 1) and column (1, wt) pixel coordinates, float32."
+    return np.arange(ht, dtype=np.float32)[:, None], np.arange(wt, dtype=np.float32)[None, :]
+
+# %% ../../nbs/04_data.synth.ipynb #e056f416
+def _wall(rng, ht, wt, unit, c1, c2):
+    t = _smooth_noise(rng, ht, wt, 0.3 * unit) * 0.75 + _smooth_noise(rng, ht, wt, 0.03 * unit) * 0.25
+    return c1 + (c2 - c1) * t[..., None]
+
+def _bricks(rng, ht, wt, unit, c1, c2):
+    yy, xx = _grid(ht, wt)
+    bh = max(3.0, 0.05 * unit); bw = 2.4 * bh
+    row = (yy // bh).astype(np.int64)
+    shifted = xx + (row % 2) * (bw / 2)
+    col = (shifted // bw).astype(np.int64)
+    tone = 0.8 + 0.3 * rng.random((int(row.max()) + 1, int(col.max()) + 1), dtype=np.float32)[row, col]
+    mortar = ((yy % bh) < max(1.0, 0.15 * bh)) | ((shifted % bw) < max(1.0, 0.15 * bh))
+    return np.where(mortar[..., None], c2, c1 * tone[..., None])
+
+def _foliage(rng, ht, wt, unit, c1, c2):
+    n = _smooth_noise(rng, ht, wt, 0.06 * unit) * 0.6 + _smooth_noise(rng, ht, wt, 0.25 * unit) * 0.4
+    return c1 + (c2 - c1) * np.clip((n - 0.4) * 3.0, 0, 1)[..., None]
+
+# %% ../../nbs/04_data.synth.ipynb #aa984280
+def _shopfront(rng, ht, wt, unit, c1, c2):
+    yy, xx = _grid(ht, wt)
+    widths = rng.uniform(0.15, 0.45, 64) * unit
+    frame = max(2.0, 0.025 * unit)
+    edges = np.cumsum(widths) - rng.uniform(0, widths[0])
+    dist = np.abs(xx[0][:, None] - edges[None, :]).min(1)            # distance to the nearest mullion
+    glass = c2 + (c1 * 0.3 + 60 - c2 * 0.3) * np.clip(1 - yy / (0.5 * ht), 0, 1)[..., None] * 0.4
+    return np.where((dist < frame)[None, :, None] | (yy < 0.12 * ht)[..., None], c1, np.broadcast_to(glass, (ht, wt, 3)))
+
+def _plain(rng, ht, wt, unit, c1, c2):
+    yy, _ = _grid(ht, wt)
+    return np.broadcast_to(c1 + (c2 - c1) * (yy / ht)[..., None], (ht, wt, 3))
+
+_TEXTURES = dict(wall=_wall, bricks=_bricks, foliage=_foliage, shopfront=_shopfront, plain=_plain)
+
+# %% ../../nbs/04_data.synth.ipynb #3f1aaa30
+def _paved_floor(img, rng, hr, hs, unit, floor):
+    "Paint the floor (rows `hr` and below of `img`) with perspective-spaced paving joints and a kerb line."
+    ht, wt = img.shape[:2]
+    d = np.arange(ht - hr, dtype=np.float32)
+    paving = np.floor(np.sqrt(d / max(1.0, 0.012 * unit)))            # perspective-spaced paving joints
+    joint = np.r_[False, paving[1:] != paving[:-1]]
+    shade = (0.9 + 0.2 * _smooth_noise(rng, ht - hr, wt, 0.1 * unit)) * np.where(joint, 0.85, 1.0)[:, None]
+    shade[: max(1, int(0.012 * hs))] *= 0.7                           # kerb line at the horizon
+    img[hr:] = floor * shade[..., None]
 
 @lru_cache(maxsize=64)
 def _camera_background(kind, c1, c2, floor, horizon, tscale, seed, hs, ws) -> np.ndarray:
@@ -360,44 +440,15 @@ def _camera_background(kind, c1, c2, floor, horizon, tscale, seed, hs, ws) -> np
     rng = np.random.default_rng(seed)
     ht, wt = hs + hs // 4, ws + ws // 2
     c1, c2, fl = (np.array(c, np.float32) for c in (c1, c2, floor))
-    yy, xx = np.arange(ht, dtype=np.float32)[:, None], np.arange(wt, dtype=np.float32)[None, :]
     unit = hs * tscale
-    if kind == "wall":
-        t = _smooth_noise(rng, ht, wt, 0.3 * unit) * 0.75 + _smooth_noise(rng, ht, wt, 0.03 * unit) * 0.25
-        img = c1 + (c2 - c1) * t[..., None]
-    elif kind == "bricks":
-        bh = max(3.0, 0.05 * unit); bw = 2.4 * bh
-        row = (yy // bh).astype(np.int64)
-        shifted = xx + (row % 2) * (bw / 2)
-        col = (shifted // bw).astype(np.int64)
-        tone = 0.8 + 0.3 * rng.random((int(row.max()) + 1, int(col.max()) + 1), dtype=np.float32)[row, col]
-        mortar = ((yy % bh) < max(1.0, 0.15 * bh)) | ((shifted % bw) < max(1.0, 0.15 * bh))
-        img = np.where(mortar[..., None], c2, c1 * tone[..., None])
-    elif kind == "foliage":
-        n = _smooth_noise(rng, ht, wt, 0.06 * unit) * 0.6 + _smooth_noise(rng, ht, wt, 0.25 * unit) * 0.4
-        img = c1 + (c2 - c1) * np.clip((n - 0.4) * 3.0, 0, 1)[..., None]
-    elif kind == "shopfront":
-        widths = rng.uniform(0.15, 0.45, 64) * unit
-        frame = max(2.0, 0.025 * unit)
-        edges = np.cumsum(widths) - rng.uniform(0, widths[0])
-        dist = np.abs(xx[0][:, None] - edges[None, :]).min(1)            # distance to the nearest mullion
-        glass = c2 + (c1 * 0.3 + 60 - c2 * 0.3) * np.clip(1 - yy / (0.5 * ht), 0, 1)[..., None] * 0.4
-        img = np.where((dist < frame)[None, :, None] | (yy < 0.12 * ht)[..., None], c1, np.broadcast_to(glass, (ht, wt, 3)))
-    else:  # plain
-        img = np.broadcast_to(c1 + (c2 - c1) * (yy / ht)[..., None], (ht, wt, 3))
-    img = np.array(img, np.float32)
+    img = np.array(_TEXTURES[kind](rng, ht, wt, unit, c1, c2), np.float32)
     hr = int(horizon * hs + (ht - hs) / 2)
-    if hr < ht:
-        d = np.arange(ht - hr, dtype=np.float32)
-        paving = np.floor(np.sqrt(d / max(1.0, 0.012 * unit)))            # perspective-spaced paving joints
-        joint = np.r_[False, paving[1:] != paving[:-1]]
-        shade = (0.9 + 0.2 * _smooth_noise(rng, ht - hr, wt, 0.1 * unit)) * np.where(joint, 0.85, 1.0)[:, None]
-        shade[: max(1, int(0.012 * hs))] *= 0.7                           # kerb line at the horizon
-        img[hr:] = fl * shade[..., None]
+    if hr < ht: _paved_floor(img, rng, hr, hs, unit, fl)
     out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     out.setflags(write=False)
     return out
 
+# %% ../../nbs/04_data.synth.ipynb #dbddf33c
 @lru_cache(maxsize=256)
 def _noise_tile(k, h, w) -> np.ndarray:
     "Standard normal sensor noise (scaled by 32, int8) for noise seed class `k`."
@@ -436,6 +487,7 @@ def _interp_edge(v, vs, xs) -> float:
             return xs[i - 1] + t * (xs[i] - xs[i - 1])
     return xs[-1]
 
+# %% ../../nbs/04_data.synth.ipynb #24b73a0e
 class _Painter:
     "Draws each shape on the image, the part-id map (when given a part) and the person mask (when kept)."
     def __init__(self, canvas, idmap, mask):
@@ -464,6 +516,7 @@ def _check_size(size) -> tuple[int, int]:
         raise ValueError(f"size={size!r}: height must be 32-4096 and width 16-4096 pixels")
     return h, w
 
+# %% ../../nbs/04_data.synth.ipynb #c3fd9380
 class RenderLayers(NamedTuple):
     "`render_layers`'s result: the image, keypoints, where the person is and which body part each pixel shows."
     image: np.ndarray        # (H, W, 3) uint8
@@ -482,286 +535,382 @@ def render_layers(identity: Identity, nuisance: Nuisance, size=(128, 64), supers
     return _render(identity, nuisance, size, supersample, True)
 
 # %% ../../nbs/04_data.synth.ipynb #8f7527eb
-def _render(idn: Identity, nu: Nuisance, size, supersample, layers) -> RenderLayers:
-    H, W = _check_size(size)
-    s = int(supersample)
-    if s < 1: raise ValueError(f"supersample={supersample!r}: must be an integer >= 1")
-    hs, ws = H * s, W * s
-    th = math.radians(VIEW_YAW[nu.view] + nu.yaw)
-    c, sn = math.cos(th), math.sin(th)
-    P = 0.84 * H * nu.scale * idn.height * s                    # supersampled pixels per body height
-    cx = s * ((W - 1) / 2 + nu.offset_x * W) + (s - 1) / 2
-    fy = s * (H * (0.97 + nu.offset_y) - 0.5) + (s - 1) / 2      # feet; pixel centres are integers
-    w = idn.width
-    lw = 0.65 + 0.35 * w                                        # limb thickness factor
-    bd = 0.6 + 0.4 * w                                          # body depth factor
-    pose = body_pose(idn, nu)
-    lift = pose["lift"]
+class _Scene:
+    "One person's pose projected onto the supersampled canvas: the geometry the drawing steps share."
+    def __init__(self, idn: Identity, nu: Nuisance, H: int, W: int, s: int):
+        self.idn, self.nu, self.H, self.W, self.s = idn, nu, H, W, s
+        self.hs, self.ws = H * s, W * s
+        th = math.radians(VIEW_YAW[nu.view] + nu.yaw)
+        self.c, self.sn = math.cos(th), math.sin(th)
+        self.P = 0.84 * H * nu.scale * idn.height * s                  # supersampled pixels per body height
+        self.cx = s * ((W - 1) / 2 + nu.offset_x * W) + (s - 1) / 2
+        self.fy = s * (H * (0.97 + nu.offset_y) - 0.5) + (s - 1) / 2    # feet; pixel centres are integers
+        self.w = idn.width
+        self.lw = 0.65 + 0.35 * self.w                                  # limb thickness factor
+        self.bd = 0.6 + 0.4 * self.w                                    # body depth factor
+        self.pose = body_pose(idn, nu)
+        self.lift = self.pose["lift"]
+        self.view = nu.view
+        self.side_view = self.view in ("left", "right")
+        self.near = "l" if self.view == "left" else "r"                 # the side nearer the camera in a side view
+        self.fx = 1.0 if self.sn >= 0 else -1.0                         # image direction the person faces (side views)
 
-    def proj(p):
-        return (cx + (p[0] * c + p[2] * sn) * P, fy - p[1] * P)
-    def depth(p): return -p[0] * sn + p[2] * c
-    def lerp(p, q, t): return tuple(a + t * (b - a) for a, b in zip(p, q))
+    def proj(self, p): return (self.cx + (p[0] * self.c + p[2] * self.sn) * self.P, self.fy - p[1] * self.P)
+    def depth(self, p): return -p[0] * self.sn + p[2] * self.c
 
-    # --- canvas: the camera's background, shifted per image
+# %% ../../nbs/04_data.synth.ipynb #0d703f59
+@patch
+def start_canvas(self: _Scene, layers: bool):
+    "The canvas (the camera's background, shifted per image, and the person's shadow), the part map and the mask."
+    nu, hs, ws, P, cx, fy = self.nu, self.hs, self.ws, self.P, self.cx, self.fy
     tex = _camera_background(nu.background, tuple(nu.bg_color), tuple(nu.bg_color2), tuple(nu.floor_color),
                              float(nu.horizon), float(nu.texture_scale), int(nu.texture_seed), hs, ws)
     oy = int(round(min(max(nu.bg_shift_y, 0.0), 1.0) * (tex.shape[0] - hs)))
     ox = int(round(min(max(nu.bg_shift_x, 0.0), 1.0) * (tex.shape[1] - ws)))
-    canvas = Image.fromarray(np.ascontiguousarray(tex[oy:oy + hs, ox:ox + ws]))
-    idmap = Image.new("L", (ws, hs), 0)
-    mask = Image.new("L", (ws, hs), 0) if layers else None
-    paint = _Painter(canvas, idmap, mask)
-    P0 = P / idn.height                                         # the shadow depends on the nuisance only
-    shadow_w = (0.14 + 0.12 * nu.stride * abs(sn)) * P0
-    ImageDraw.Draw(canvas, "RGBA").ellipse((cx - shadow_w, fy - 0.02 * P0, cx + shadow_w, fy + 0.02 * P0),
-                                           fill=(0, 0, 0, 60))
+    self.canvas = Image.fromarray(np.ascontiguousarray(tex[oy:oy + hs, ox:ox + ws]))
+    self.idmap = Image.new("L", (ws, hs), 0)
+    self.mask = Image.new("L", (ws, hs), 0) if layers else None
+    self.paint = _Painter(self.canvas, self.idmap, self.mask)
+    P0 = P / self.idn.height                                    # the shadow depends on the nuisance only
+    shadow_w = (0.14 + 0.12 * nu.stride * abs(self.sn)) * P0
+    ImageDraw.Draw(self.canvas, "RGBA").ellipse((cx - shadow_w, fy - 0.02 * P0, cx + shadow_w, fy + 0.02 * P0),
+                                                fill=(0, 0, 0, 60))
 
-    view = nu.view
-    side_view = view in ("left", "right")
-    near = "l" if view == "left" else "r"                       # the side nearer the camera in a side view
-    fx = 1.0 if sn >= 0 else -1.0                               # image direction the person faces (side views)
-    skin = idn.skin_color
+# %% ../../nbs/04_data.synth.ipynb #a7c4f54c
+@patch
+def section(self: _Scene, y, a, b) -> tuple[float, float]:
+    "Image row and half-width of the body's cross-section at height `y` (half-width `a`, half-depth `b`)."
+    hw = math.hypot(a * self.w * self.c, b * self.bd * self.sn) * self.P
+    return self.fy - (y + self.lift) * self.P, hw
 
-    # --- torso outline (left and right image edges at each cross-section)
-    def section(y, a, b):
-        hw = math.hypot(a * w * c, b * bd * sn) * P
-        return fy - (y + lift) * P, hw
+@patch
+def torso_outline(self: _Scene) -> tuple[list, list, list]:
+    "Rows, left edges and right edges of the torso's cross-sections, from the neck down."
     tv, tl, tr = [], [], []
     for y, a, b in _TORSO:
-        v, hw = section(y, a, b)
-        tv.append(v); tl.append(cx - hw); tr.append(cx + hw)
-    torso_poly = list(zip(tl, tv)) + list(zip(tr[::-1], tv[::-1]))
+        v, hw = self.section(y, a, b)
+        tv.append(v); tl.append(self.cx - hw); tr.append(self.cx + hw)
+    return tv, tl, tr
 
-    def draw_torso():
-        paint.poly(torso_poly, idn.upper_color, _P["torso"])
-        pat, pc = idn.upper_pattern, idn.upper_pattern_color
-        if pat == "stripes":
-            period = 0.055 * P
-            v = fy - (0.80 + lift) * P
-            while v < tv[-1] - 0.5 * period:
-                v1 = v + period / 2
-                paint.poly([(_interp_edge(v, tv, tl), v), (_interp_edge(v, tv, tr), v),
-                            (_interp_edge(v1, tv, tr), v1), (_interp_edge(v1, tv, tl), v1)], pc)
-                v += period
-        elif pat == "dots":
-            step, rad = 0.058 * P, max(0.6, 0.012 * P)
-            v, row = fy - (0.785 + lift) * P, 0
-            while v < tv[-1] - rad:
-                xl, xr = _interp_edge(v, tv, tl) + rad, _interp_edge(v, tv, tr) - rad
-                x = cx + (step / 2 if row % 2 else 0.0) - step * math.floor((cx - xl) / step + 0.5)
-                while x <= xr:
-                    if x >= xl: paint.ellipse((x - rad, v - rad, x + rad, v + rad), pc)
-                    x += step
-                v += step * 0.8; row += 1
-        elif pat == "logo" and view == "front":
-            ctr = proj((0.0, 0.71 + lift, 0.07 * bd))
-            hw, hh = 0.048 * w * abs(c) * P, 0.04 * P
-            if hw > 0.5:
-                paint.rect((ctr[0] - hw, ctr[1] - hh, ctr[0] + hw, ctr[1] + hh), pc)
-                paint.rect((ctr[0] - 0.5 * hw, ctr[1] - 0.45 * hh, ctr[0] + 0.5 * hw, ctr[1] + 0.2 * hh), idn.upper_color)
+# %% ../../nbs/04_data.synth.ipynb #7da4e1fb
+@patch
+def draw_stripes(self: _Scene, tv, tl, tr, pc):
+    period = 0.055 * self.P
+    v = self.fy - (0.80 + self.lift) * self.P
+    while v < tv[-1] - 0.5 * period:
+        v1 = v + period / 2
+        self.paint.poly([(_interp_edge(v, tv, tl), v), (_interp_edge(v, tv, tr), v),
+                         (_interp_edge(v1, tv, tr), v1), (_interp_edge(v1, tv, tl), v1)], pc)
+        v += period
 
-    def draw_pelvis():
-        pts = []
-        for y, a, b in _PELVIS:
-            v, hw = section(y, a, b)
-            pts.append((cx - hw, v))
-        crotch = (cx, fy - (0.44 + lift) * P)
-        pelvis = pts + [crotch] + [(2 * cx - x, v) for x, v in pts[::-1]]
-        if idn.lower_type == "skirt":
-            paint.part(pelvis, _P["torso"])
-            v0, hw0 = section(0.57, 0.104, 0.072)
-            v1, hw1 = section(0.33, 0.15, 0.12)
-            kr, kl = proj(pose["r_knee"]), proj(pose["l_knee"])
-            kr_r = 0.045 * lw * P
-            x_lo = min(cx - hw1, kr[0] - kr_r, kl[0] - kr_r)
-            x_hi = max(cx + hw1, kr[0] + kr_r, kl[0] + kr_r)
-            paint.poly([(cx - hw0, v0), (x_lo, v1), (x_hi, v1), (cx + hw0, v0)], idn.lower_color)
-        else:
-            paint.poly(pelvis, idn.lower_color, _P["torso"])
+@patch
+def draw_dots(self: _Scene, tv, tl, tr, pc):
+    P, cx = self.P, self.cx
+    step, rad = 0.058 * P, max(0.6, 0.012 * P)
+    v, row = self.fy - (0.785 + self.lift) * P, 0
+    while v < tv[-1] - rad:
+        xl, xr = _interp_edge(v, tv, tl) + rad, _interp_edge(v, tv, tr) - rad
+        x = cx + (step / 2 if row % 2 else 0.0) - step * math.floor((cx - xl) / step + 0.5)
+        while x <= xr:
+            if x >= xl: self.paint.ellipse((x - rad, v - rad, x + rad, v + rad), pc)
+            x += step
+        v += step * 0.8; row += 1
 
-    def draw_leg(side, dim):
-        part = _P[f"{side}_leg"]
-        hip, knee, ankle = (proj(pose[f"{side}_{j}"]) for j in ("hip", "knee", "ankle"))
-        lt = idn.lower_type
-        leg_rgb = _shade(idn.lower_color if lt == "trousers" else skin, dim)
-        paint.poly(_capsule(knee, ankle, 0.036 * lw * P, 0.027 * lw * P), leg_rgb, part)
-        paint.poly(_capsule(hip, knee, 0.052 * lw * P, 0.038 * lw * P), leg_rgb, part)
-        if lt == "shorts":
-            paint.poly(_capsule(hip, lerp(hip, knee, 0.55), 0.056 * lw * P, 0.047 * lw * P), _shade(idn.lower_color, dim))
-        pitch = pose[f"{side}_foot_pitch"]
-        a3 = pose[f"{side}_ankle"]
-        fd = (0.0, math.sin(pitch), math.cos(pitch))
-        base = (a3[0], a3[1] - 0.014, a3[2])
-        heel, toe = (tuple(b + k * d for b, d in zip(base, fd)) for k in (-0.02, 0.06))
-        paint.poly(_capsule(proj(heel), proj(toe), 0.026 * lw * P, 0.024 * lw * P), _shade(idn.shoe_color, dim), part)
+# %% ../../nbs/04_data.synth.ipynb #d3238751
+@patch
+def draw_logo(self: _Scene, pc):
+    ctr = self.proj((0.0, 0.71 + self.lift, 0.07 * self.bd))
+    hw, hh = 0.048 * self.w * abs(self.c) * self.P, 0.04 * self.P
+    if hw > 0.5:
+        self.paint.rect((ctr[0] - hw, ctr[1] - hh, ctr[0] + hw, ctr[1] + hh), pc)
+        self.paint.rect((ctr[0] - 0.5 * hw, ctr[1] - 0.45 * hh, ctr[0] + 0.5 * hw, ctr[1] + 0.2 * hh),
+                        self.idn.upper_color)
 
-    def draw_arm(side, dim):
-        part = _P[f"{side}_arm"]
-        sh, el, wr = (proj(pose[f"{side}_{j}"]) for j in ("shoulder", "elbow", "wrist"))
-        sleeve = _shade(idn.upper_color, dim)
-        long = idn.sleeves == "long"
-        top = lerp(sh, el, 0.1)                                 # keeps the rounded cap under the shoulder line
-        paint.poly(_capsule(top, el, 0.031 * lw * P, 0.026 * lw * P), sleeve if long else _shade(skin, dim), part)
-        if not long:
-            paint.poly(_capsule(top, lerp(sh, el, 0.5), 0.033 * lw * P, 0.031 * lw * P), sleeve)
-        paint.poly(_capsule(el, wr, 0.026 * lw * P, 0.021 * lw * P), sleeve if long else _shade(skin, dim), part)
-        hr = 0.023 * lw * P
-        paint.ellipse((wr[0] - hr, wr[1] - hr, wr[0] + hr, wr[1] + hr), _shade(skin, dim), part)
+@patch
+def draw_torso(self: _Scene):
+    "The upper clothing and its pattern."
+    tv, tl, tr = self.torso_outline()
+    self.paint.poly(list(zip(tl, tv)) + list(zip(tr[::-1], tv[::-1])), self.idn.upper_color, _P["torso"])
+    pat, pc = self.idn.upper_pattern, self.idn.upper_pattern_color
+    if pat == "stripes": self.draw_stripes(tv, tl, tr, pc)
+    elif pat == "dots": self.draw_dots(tv, tl, tr, pc)
+    elif pat == "logo" and self.view == "front": self.draw_logo(pc)
 
-    # --- head and hair (in projected head-space: centre, half-width, half-height)
-    hc = proj(pose["head"])
-    hrx = math.hypot(_HEAD_R[0] * (0.85 + 0.15 * w) * c, _HEAD_R[2] * sn) * P
-    hry = _HEAD_R[1] * P
-    hair_len = idn.hair_length
+# %% ../../nbs/04_data.synth.ipynb #e4f0d7fc
+@patch
+def draw_pelvis(self: _Scene):
+    P, cx, idn, pose = self.P, self.cx, self.idn, self.pose
+    pts = []
+    for y, a, b in _PELVIS:
+        v, hw = self.section(y, a, b)
+        pts.append((cx - hw, v))
+    crotch = (cx, self.fy - (0.44 + self.lift) * P)
+    pelvis = pts + [crotch] + [(2 * cx - x, v) for x, v in pts[::-1]]
+    if idn.lower_type != "skirt": return self.paint.poly(pelvis, idn.lower_color, _P["torso"])
+    self.paint.part(pelvis, _P["torso"])
+    v0, hw0 = self.section(0.57, 0.104, 0.072)
+    v1, hw1 = self.section(0.33, 0.15, 0.12)
+    kr, kl = self.proj(pose["r_knee"]), self.proj(pose["l_knee"])
+    kr_r = 0.045 * self.lw * P
+    x_lo = min(cx - hw1, kr[0] - kr_r, kl[0] - kr_r)
+    x_hi = max(cx + hw1, kr[0] + kr_r, kl[0] + kr_r)
+    self.paint.poly([(cx - hw0, v0), (x_lo, v1), (x_hi, v1), (cx + hw0, v0)], idn.lower_color)
 
-    def draw_head():
-        nk = proj(pose["neck"])
-        paint.poly(_capsule((nk[0], nk[1] + 0.01 * P), (hc[0], hc[1] + 0.3 * hry), 0.03 * lw * P, 0.028 * P), skin, _P["head"])
-        paint.ellipse((hc[0] - hrx, hc[1] - hry, hc[0] + hrx, hc[1] + hry), skin, _P["head"])
-        if side_view:   # a nose
-            paint.poly([(hc[0] + fx * 0.85 * hrx, hc[1] - 0.25 * hry), (hc[0] + fx * 1.12 * hrx, hc[1] + 0.08 * hry),
-                        (hc[0] + fx * 0.85 * hrx, hc[1] + 0.18 * hry)], skin)
-        if view != "back":
-            er = max(0.55 * s, 0.1 * hrx if view == "front" else 0.1 * hry)
-            for eye in ("r_eye", "l_eye"):
-                n_, _t = _FACING[eye]
-                if -n_[0] * sn + n_[2] * c > 0.3:
-                    ex, ey = proj(pose[eye])
-                    paint.ellipse((ex - er, ey - er, ex + er, ey + er), (40, 30, 30))
-        k, ky = 1.08, 1.1
-        if view == "front":
-            d = dict(short=12, medium=35, long=45)[hair_len]
-            pts = _ellipse_arc(hc[0], hc[1], k * hrx, ky * hry, 180 - d, 360 + d) + \
-                  [(hc[0] + 0.62 * hrx, hc[1] - 0.36 * hry), (hc[0], hc[1] - 0.46 * hry), (hc[0] - 0.62 * hrx, hc[1] - 0.36 * hry)]
-        elif view == "back":
-            d = dict(short=60, medium=90, long=90)[hair_len]
-            pts = _ellipse_arc(hc[0], hc[1], k * hrx, ky * hry, 180 - d, 360 + d, 16)
-        else:
-            d = dict(short=30, medium=65, long=80)[hair_len]
-            pts = _ellipse_arc(hc[0], hc[1], k * hrx, ky * hry, -40, -180 - d) + \
-                  [(hc[0] - 0.15 * hrx, hc[1] + 0.2 * hry), (hc[0] + 0.1 * hrx, hc[1] - 0.3 * hry),
-                   (hc[0] + 0.5 * hrx, hc[1] - 0.6 * hry)]
-            if fx < 0: pts = [(2 * hc[0] - x, y) for x, y in pts]
-        paint.poly(pts, idn.hair_color)
+# %% ../../nbs/04_data.synth.ipynb #9f3e8356
+def _lerp(p, q, t): return tuple(a + t * (b - a) for a, b in zip(p, q))
 
-    def draw_hair_panel():
-        if hair_len == "short": return
-        yb = fy - ((0.74 if hair_len == "long" else 0.85) + lift) * P
-        if side_view:
-            pts = [(hc[0] - fx * 0.1 * hrx, hc[1] - 0.3 * hry), (hc[0] - fx * 1.06 * hrx, hc[1] - 0.2 * hry),
-                   (hc[0] - fx * 1.12 * hrx, yb), (hc[0] - fx * 0.15 * hrx, yb)]
-        else:
-            pts = [(hc[0] - 1.0 * hrx, hc[1] - 0.2 * hry), (hc[0] + 1.0 * hrx, hc[1] - 0.2 * hry),
-                   (hc[0] + 1.12 * hrx, yb), (hc[0] - 1.12 * hrx, yb)]
-        paint.poly(pts, _shade(idn.hair_color, 0.9))
+@patch
+def draw_leg(self: _Scene, side, dim):
+    P, lw, idn, pose, paint = self.P, self.lw, self.idn, self.pose, self.paint
+    part = _P[f"{side}_leg"]
+    hip, knee, ankle = (self.proj(pose[f"{side}_{j}"]) for j in ("hip", "knee", "ankle"))
+    lt = idn.lower_type
+    leg_rgb = _shade(idn.lower_color if lt == "trousers" else idn.skin_color, dim)
+    paint.poly(_capsule(knee, ankle, 0.036 * lw * P, 0.027 * lw * P), leg_rgb, part)
+    paint.poly(_capsule(hip, knee, 0.052 * lw * P, 0.038 * lw * P), leg_rgb, part)
+    if lt == "shorts":
+        paint.poly(_capsule(hip, _lerp(hip, knee, 0.55), 0.056 * lw * P, 0.047 * lw * P), _shade(idn.lower_color, dim))
+    pitch = pose[f"{side}_foot_pitch"]
+    a3 = pose[f"{side}_ankle"]
+    fd = (0.0, math.sin(pitch), math.cos(pitch))
+    base = (a3[0], a3[1] - 0.014, a3[2])
+    heel, toe = (tuple(b + k * d for b, d in zip(base, fd)) for k in (-0.02, 0.06))
+    paint.poly(_capsule(self.proj(heel), self.proj(toe), 0.026 * lw * P, 0.024 * lw * P), _shade(idn.shoe_color, dim), part)
 
-    # --- bags
-    def box_rect(x0, x1, y0, y1, z0, z1):
-        xs = [x * c + z * sn for x in (x0, x1) for z in (z0, z1)]
-        return (cx + min(xs) * P, fy - (y1 + lift) * P, cx + max(xs) * P, fy - (y0 + lift) * P)
-    tz = 0.072 * bd                                             # torso half-depth at the chest
+# %% ../../nbs/04_data.synth.ipynb #7b0591f2
+@patch
+def draw_arm(self: _Scene, side, dim):
+    P, lw, idn, paint = self.P, self.lw, self.idn, self.paint
+    part, skin = _P[f"{side}_arm"], idn.skin_color
+    sh, el, wr = (self.proj(self.pose[f"{side}_{j}"]) for j in ("shoulder", "elbow", "wrist"))
+    sleeve = _shade(idn.upper_color, dim)
+    long = idn.sleeves == "long"
+    top = _lerp(sh, el, 0.1)                                 # keeps the rounded cap under the shoulder line
+    paint.poly(_capsule(top, el, 0.031 * lw * P, 0.026 * lw * P), sleeve if long else _shade(skin, dim), part)
+    if not long:
+        paint.poly(_capsule(top, _lerp(sh, el, 0.5), 0.033 * lw * P, 0.031 * lw * P), sleeve)
+    paint.poly(_capsule(el, wr, 0.026 * lw * P, 0.021 * lw * P), sleeve if long else _shade(skin, dim), part)
+    hr = 0.023 * lw * P
+    paint.ellipse((wr[0] - hr, wr[1] - hr, wr[0] + hr, wr[1] + hr), _shade(skin, dim), part)
 
-    def draw_backpack():
-        paint.rect(box_rect(-0.085 * w, 0.085 * w, 0.56, 0.8, -tz - 0.09, -tz), idn.bag_color, radius=0.02 * P)
-        if view == "back":   # a flap and a pocket
-            x0, y0, x1, y1 = box_rect(-0.06 * w, 0.06 * w, 0.58, 0.68, -tz - 0.09, -tz)
-            paint.rect((x0, y0, x1, y1), _shade(idn.bag_color, 0.8), radius=0.01 * P)
+# %% ../../nbs/04_data.synth.ipynb #b51fed29
+@patch
+def head_box(self: _Scene) -> tuple[tuple[float, float], float, float]:
+    "The head's projected centre, half-width and half-height."
+    hrx = math.hypot(_HEAD_R[0] * (0.85 + 0.15 * self.w) * self.c, _HEAD_R[2] * self.sn) * self.P
+    return self.proj(self.pose["head"]), hrx, _HEAD_R[1] * self.P
 
-    def draw_backpack_straps():
-        rgb, r = _shade(idn.bag_color, 0.8), 0.012 * P
-        for sg in ((1, -1) if view == "front" else ((1,) if near == "l" else (-1,))):
-            top, bot = (sg * 0.075 * w, 0.83 + lift, 0.0), (sg * 0.085 * w, 0.6 + lift, tz)
-            mid = (sg * 0.078 * w, 0.76 + lift, tz)
-            paint.poly(_capsule(proj(top), proj(mid), r, r), rgb)
-            paint.poly(_capsule(proj(mid), proj(bot), r, r), rgb)
+@patch
+def draw_face(self: _Scene):
+    "Neck, head, a nose in side views, and the eyes that face the camera."
+    P, s, view, paint, skin = self.P, self.s, self.view, self.paint, self.idn.skin_color
+    hc, hrx, hry = self.head_box()
+    nk = self.proj(self.pose["neck"])
+    paint.poly(_capsule((nk[0], nk[1] + 0.01 * P), (hc[0], hc[1] + 0.3 * hry), 0.03 * self.lw * P, 0.028 * P), skin, _P["head"])
+    paint.ellipse((hc[0] - hrx, hc[1] - hry, hc[0] + hrx, hc[1] + hry), skin, _P["head"])
+    fx = self.fx
+    if self.side_view:   # a nose
+        paint.poly([(hc[0] + fx * 0.85 * hrx, hc[1] - 0.25 * hry), (hc[0] + fx * 1.12 * hrx, hc[1] + 0.08 * hry),
+                    (hc[0] + fx * 0.85 * hrx, hc[1] + 0.18 * hry)], skin)
+    if view == "back": return
+    er = max(0.55 * s, 0.1 * hrx if view == "front" else 0.1 * hry)
+    for eye in ("r_eye", "l_eye"):
+        if self.depth(_FACING[eye][0]) > 0.3:
+            ex, ey = self.proj(self.pose[eye])
+            paint.ellipse((ex - er, ey - er, ex + er, ey + er), (40, 30, 30))
 
-    def draw_shoulder_strap():
-        zz = -tz if view == "back" else tz
-        a, m, b = (-0.085 * w, 0.835 + lift, 0.0), (0.0, 0.69 + lift, zz), (0.12 * w, 0.56 + lift, 0.0)
-        r = 0.011 * P
-        paint.poly(_capsule(proj(a), proj(m), r, r), _shade(idn.bag_color, 0.85))
-        paint.poly(_capsule(proj(m), proj(b), r, r), _shade(idn.bag_color, 0.85))
+# %% ../../nbs/04_data.synth.ipynb #2a7f7155
+@patch
+def hair_outline(self: _Scene) -> list:
+    "The polygon of the hair cap."
+    (x, y), hrx, hry = self.head_box()
+    k, ky, hair_len = 1.08, 1.1, self.idn.hair_length
+    if self.view == "front":
+        d = dict(short=12, medium=35, long=45)[hair_len]
+        return _ellipse_arc(x, y, k * hrx, ky * hry, 180 - d, 360 + d) + \
+               [(x + 0.62 * hrx, y - 0.36 * hry), (x, y - 0.46 * hry), (x - 0.62 * hrx, y - 0.36 * hry)]
+    if self.view == "back":
+        d = dict(short=60, medium=90, long=90)[hair_len]
+        return _ellipse_arc(x, y, k * hrx, ky * hry, 180 - d, 360 + d, 16)
+    d = dict(short=30, medium=65, long=80)[hair_len]
+    pts = _ellipse_arc(x, y, k * hrx, ky * hry, -40, -180 - d) + \
+          [(x - 0.15 * hrx, y + 0.2 * hry), (x + 0.1 * hrx, y - 0.3 * hry), (x + 0.5 * hrx, y - 0.6 * hry)]
+    return [(2 * x - px, py) for px, py in pts] if self.fx < 0 else pts
 
-    def draw_shoulder_bag():
-        x = 0.135 * w + 0.025
-        paint.rect(box_rect(x - 0.022, x + 0.022, 0.44, 0.56, -0.07, 0.07), idn.bag_color, radius=0.01 * P)
+@patch
+def draw_head(self: _Scene):
+    self.draw_face()
+    self.paint.poly(self.hair_outline(), self.idn.hair_color)
 
-    # --- draw in view order
-    bag = idn.bag
-    legs = sorted(("r", "l"), key=lambda sd: depth(pose[f"{sd}_knee"]))
-    arms = sorted(("r", "l"), key=lambda sd: depth(pose[f"{sd}_elbow"]))
-    if view == "front":
-        if bag == "backpack": draw_backpack()
-        draw_hair_panel()
-        for sd in legs: draw_leg(sd, 1.0)
-        draw_pelvis(); draw_torso()
-        if bag == "shoulder": draw_shoulder_bag(); draw_shoulder_strap()
-        if bag == "backpack": draw_backpack_straps()
-        for sd in arms: draw_arm(sd, 1.0)
-        draw_head()
-    elif view == "back":
-        for sd in legs: draw_leg(sd, 1.0)
-        draw_pelvis(); draw_torso()
-        if bag == "backpack": draw_backpack()
-        if bag == "shoulder": draw_shoulder_strap(); draw_shoulder_bag()
-        for sd in arms: draw_arm(sd, 1.0)
-        draw_head(); draw_hair_panel()
+# %% ../../nbs/04_data.synth.ipynb #bf3f88c0
+@patch
+def draw_hair_panel(self: _Scene):
+    "Medium or long hair hanging behind the head."
+    hair_len = self.idn.hair_length
+    if hair_len == "short": return
+    (x, y), hrx, hry = self.head_box()
+    fx = self.fx
+    yb = self.fy - ((0.74 if hair_len == "long" else 0.85) + self.lift) * self.P
+    if self.side_view:
+        pts = [(x - fx * 0.1 * hrx, y - 0.3 * hry), (x - fx * 1.06 * hrx, y - 0.2 * hry),
+               (x - fx * 1.12 * hrx, yb), (x - fx * 0.15 * hrx, yb)]
     else:
-        far = "r" if near == "l" else "l"
-        draw_arm(far, 0.8)
-        if bag == "backpack": draw_backpack()
-        if bag == "shoulder" and near == "r": draw_shoulder_bag()
-        draw_leg(far, 0.85); draw_leg(near, 1.0)
-        draw_pelvis(); draw_torso(); draw_hair_panel()
-        if bag == "shoulder":
-            if near == "l": draw_shoulder_bag()
-            draw_shoulder_strap()
-        draw_head()
-        draw_arm(near, 1.0)
-        if bag == "backpack": draw_backpack_straps()
+        pts = [(x - 1.0 * hrx, y - 0.2 * hry), (x + 1.0 * hrx, y - 0.2 * hry), (x + 1.12 * hrx, yb), (x - 1.12 * hrx, yb)]
+    self.paint.poly(pts, _shade(self.idn.hair_color, 0.9))
 
-    # --- occluder (not part of the person)
-    if nu.occluder != "none":
-        x0, y0 = s * nu.occluder_x * W, s * nu.occluder_y * H
-        x1, y1 = x0 + s * nu.occluder_w * W, y0 + s * nu.occluder_h * H
-        d = ImageDraw.Draw(canvas)
-        d.rectangle((x0, y0, x1, y1), fill=tuple(nu.occluder_color))
-        if nu.occluder == "pole":
-            d.rectangle((x0 + 0.2 * (x1 - x0), y0, x0 + 0.35 * (x1 - x0), y1), fill=_shade(nu.occluder_color, 1.25))
-        else:
-            d.rectangle((x0, y0, x1, y0 + 0.12 * (y1 - y0)), fill=_shade(nu.occluder_color, 1.3))
-        ImageDraw.Draw(idmap).rectangle((x0, y0, x1, y1), fill=_P["occluder"])
-        if mask is not None: ImageDraw.Draw(mask).rectangle((x0, y0, x1, y1), fill=0)
+# %% ../../nbs/04_data.synth.ipynb #1649dc2d
+@patch
+def box_rect(self: _Scene, x0, x1, y0, y1, z0, z1) -> tuple[float, float, float, float]:
+    "Image rectangle of a body-frame box."
+    xs = [x * self.c + z * self.sn for x in (x0, x1) for z in (z0, z1)]
+    cx, fy, P, lift = self.cx, self.fy, self.P, self.lift
+    return (cx + min(xs) * P, fy - (y1 + lift) * P, cx + max(xs) * P, fy - (y0 + lift) * P)
 
-    # --- keypoints and their visibility
-    ids = np.asarray(idmap)
+@patch
+def chest_depth(self: _Scene) -> float: return 0.072 * self.bd    # torso half-depth at the chest
+
+@patch
+def draw_backpack(self: _Scene):
+    w, tz, bag = self.w, self.chest_depth(), self.idn.bag_color
+    self.paint.rect(self.box_rect(-0.085 * w, 0.085 * w, 0.56, 0.8, -tz - 0.09, -tz), bag, radius=0.02 * self.P)
+    if self.view == "back":   # a flap and a pocket
+        x0, y0, x1, y1 = self.box_rect(-0.06 * w, 0.06 * w, 0.58, 0.68, -tz - 0.09, -tz)
+        self.paint.rect((x0, y0, x1, y1), _shade(bag, 0.8), radius=0.01 * self.P)
+
+@patch
+def draw_backpack_straps(self: _Scene):
+    w, tz, lift = self.w, self.chest_depth(), self.lift
+    rgb, r = _shade(self.idn.bag_color, 0.8), 0.012 * self.P
+    for sg in ((1, -1) if self.view == "front" else ((1,) if self.near == "l" else (-1,))):
+        top, bot = (sg * 0.075 * w, 0.83 + lift, 0.0), (sg * 0.085 * w, 0.6 + lift, tz)
+        mid = (sg * 0.078 * w, 0.76 + lift, tz)
+        self.paint.poly(_capsule(self.proj(top), self.proj(mid), r, r), rgb)
+        self.paint.poly(_capsule(self.proj(mid), self.proj(bot), r, r), rgb)
+
+# %% ../../nbs/04_data.synth.ipynb #37ad5cca
+@patch
+def draw_shoulder_strap(self: _Scene):
+    w, lift, tz = self.w, self.lift, self.chest_depth()
+    zz = -tz if self.view == "back" else tz
+    a, m, b = (-0.085 * w, 0.835 + lift, 0.0), (0.0, 0.69 + lift, zz), (0.12 * w, 0.56 + lift, 0.0)
+    r = 0.011 * self.P
+    self.paint.poly(_capsule(self.proj(a), self.proj(m), r, r), _shade(self.idn.bag_color, 0.85))
+    self.paint.poly(_capsule(self.proj(m), self.proj(b), r, r), _shade(self.idn.bag_color, 0.85))
+
+@patch
+def draw_shoulder_bag(self: _Scene):
+    x = 0.135 * self.w + 0.025
+    self.paint.rect(self.box_rect(x - 0.022, x + 0.022, 0.44, 0.56, -0.07, 0.07), self.idn.bag_color,
+                    radius=0.01 * self.P)
+
+# %% ../../nbs/04_data.synth.ipynb #c89f7d45
+@patch
+def draw_front(self: _Scene, legs, arms, bag):
+    if bag == "backpack": self.draw_backpack()
+    self.draw_hair_panel()
+    for sd in legs: self.draw_leg(sd, 1.0)
+    self.draw_pelvis(); self.draw_torso()
+    if bag == "shoulder": self.draw_shoulder_bag(); self.draw_shoulder_strap()
+    if bag == "backpack": self.draw_backpack_straps()
+    for sd in arms: self.draw_arm(sd, 1.0)
+    self.draw_head()
+
+@patch
+def draw_back(self: _Scene, legs, arms, bag):
+    for sd in legs: self.draw_leg(sd, 1.0)
+    self.draw_pelvis(); self.draw_torso()
+    if bag == "backpack": self.draw_backpack()
+    if bag == "shoulder": self.draw_shoulder_strap(); self.draw_shoulder_bag()
+    for sd in arms: self.draw_arm(sd, 1.0)
+    self.draw_head(); self.draw_hair_panel()
+
+# %% ../../nbs/04_data.synth.ipynb #4faed6e3
+@patch
+def draw_side(self: _Scene, bag):
+    near = self.near
+    far = "r" if near == "l" else "l"
+    self.draw_arm(far, 0.8)
+    if bag == "backpack": self.draw_backpack()
+    if bag == "shoulder" and near == "r": self.draw_shoulder_bag()
+    self.draw_leg(far, 0.85); self.draw_leg(near, 1.0)
+    self.draw_pelvis(); self.draw_torso(); self.draw_hair_panel()
+    if bag == "shoulder":
+        if near == "l": self.draw_shoulder_bag()
+        self.draw_shoulder_strap()
+    self.draw_head()
+    self.draw_arm(near, 1.0)
+    if bag == "backpack": self.draw_backpack_straps()
+
+@patch
+def draw_person(self: _Scene):
+    "Every part of the person, in the view's order (nearer limbs over farther ones)."
+    if self.side_view: return self.draw_side(self.idn.bag)
+    legs = sorted(("r", "l"), key=lambda sd: self.depth(self.pose[f"{sd}_knee"]))
+    arms = sorted(("r", "l"), key=lambda sd: self.depth(self.pose[f"{sd}_elbow"]))
+    (self.draw_front if self.view == "front" else self.draw_back)(legs, arms, self.idn.bag)
+
+# %% ../../nbs/04_data.synth.ipynb #4de04540
+@patch
+def draw_occluder(self: _Scene):
+    nu, s, H, W = self.nu, self.s, self.H, self.W
+    if nu.occluder == "none": return
+    x0, y0 = s * nu.occluder_x * W, s * nu.occluder_y * H
+    x1, y1 = x0 + s * nu.occluder_w * W, y0 + s * nu.occluder_h * H
+    d = ImageDraw.Draw(self.canvas)
+    d.rectangle((x0, y0, x1, y1), fill=tuple(nu.occluder_color))
+    if nu.occluder == "pole":
+        d.rectangle((x0 + 0.2 * (x1 - x0), y0, x0 + 0.35 * (x1 - x0), y1), fill=_shade(nu.occluder_color, 1.25))
+    else:
+        d.rectangle((x0, y0, x1, y0 + 0.12 * (y1 - y0)), fill=_shade(nu.occluder_color, 1.3))
+    ImageDraw.Draw(self.idmap).rectangle((x0, y0, x1, y1), fill=_P["occluder"])
+    if self.mask is not None: ImageDraw.Draw(self.mask).rectangle((x0, y0, x1, y1), fill=0)
+
+# %% ../../nbs/04_data.synth.ipynb #492883ac
+@patch
+def keypoints(self: _Scene) -> np.ndarray:
+    "(18, 3) keypoints in output pixels; visible when inside, on their own body part and facing the camera."
+    s, H, W = self.s, self.H, self.W
+    ids = np.asarray(self.idmap)
     kp = np.zeros((NUM_KEYPOINTS, 3), np.float32)
     off = (s - 1) / 2
     for k, name in enumerate(COCO18_NAMES):
-        p3 = pose[name]
-        u, v = proj(p3)
+        u, v = self.proj(self.pose[name])
         x, y = (u - off) / s, (v - off) / s
         vis = -0.5 < x < W - 0.5 and -0.5 < y < H - 0.5
         if vis:
-            iu, iv = min(max(int(round(u)), 0), ws - 1), min(max(int(round(v)), 0), hs - 1)
+            iu, iv = min(max(int(round(u)), 0), self.ws - 1), min(max(int(round(v)), 0), self.hs - 1)
             vis = int(ids[iv, iu]) in _OWN_PARTS[k]
         if vis and name in _FACING:
             n_, thr = _FACING[name]
-            vis = -n_[0] * sn + n_[2] * c > thr
+            vis = self.depth(n_) > thr
         kp[k] = (x, y, 1.0 if vis else 0.0)
+    return kp
 
-    # --- camera: downsample, blur, colour cast, brightness, noise
-    img = canvas.reduce(s) if s > 1 else canvas
+# %% ../../nbs/04_data.synth.ipynb #b5b4cdc9
+@patch
+def photograph(self: _Scene, kp: np.ndarray) -> RenderLayers:
+    "The camera's image of the canvas (downsampled, blurred, cast, brightened, noisy) and the layers."
+    s, H, W, nu = self.s, self.H, self.W, self.nu
+    img = self.canvas.reduce(s) if s > 1 else self.canvas
     radius = nu.blur * H / 128
     if radius >= 0.15: img = img.filter(ImageFilter.GaussianBlur(radius))
     arr = np.asarray(img, dtype=np.float32) * (nu.brightness * np.asarray(nu.cast, np.float32))
     if nu.noise > 0: arr += _noise_tile(int(nu.noise_seed) % 64, H, W) * np.float32(nu.noise / 32)
     image = np.clip(arr + 0.5, 0, 255).astype(np.uint8)
-    if not layers: return RenderLayers(image, kp, None, None)
-    person = np.asarray(mask.reduce(s) if s > 1 else mask) > 0
-    parts = ids[s // 2::s, s // 2::s].copy()
+    if self.mask is None: return RenderLayers(image, kp, None, None)
+    person = np.asarray(self.mask.reduce(s) if s > 1 else self.mask) > 0
+    parts = np.asarray(self.idmap)[s // 2::s, s // 2::s].copy()
     return RenderLayers(image, kp, person, parts)
+
+def _render(idn: Identity, nu: Nuisance, size, supersample, layers) -> RenderLayers:
+    H, W = _check_size(size)
+    s = int(supersample)
+    if s < 1: raise ValueError(f"supersample={supersample!r}: must be an integer >= 1")
+    scene = _Scene(idn, nu, H, W, s)
+    scene.start_canvas(layers)
+    scene.draw_person()
+    scene.draw_occluder()
+    return scene.photograph(scene.keypoints())
 
 # %% ../../nbs/04_data.synth.ipynb #3d1504f4
 def mirror_nuisance(nuisance: Nuisance) -> Nuisance:
@@ -781,6 +930,28 @@ def flip_keypoints(keypoints, width: int) -> np.ndarray:
 # %% ../../nbs/04_data.synth.ipynb #46fb8f55
 SYNTH_VERSION = "1.0"
 
+def _check_synth_config(cfg):
+    "A ValueError naming the first field of a `SynthConfig` that is out of range."
+    def need(ok, what):
+        if not ok: raise ValueError(f"SynthConfig: {what}")
+    for name in ("ids", "cams", "images_per_id", "seed", "distractors", "junk", "jpeg_quality", "supersample"):
+        v = getattr(cfg, name)
+        need(isinstance(v, (int, np.integer)) and not isinstance(v, bool), f"{name}={v!r} must be an integer")
+    need(2 <= cfg.ids <= 9999, f"ids={cfg.ids}: need 2-9999 identities (half train, half test; 4-digit pids)")
+    need(2 <= cfg.cams <= 9, f"cams={cfg.cams}: need 2-9 cameras (every test identity must be seen by 2 "
+                             f"cameras; Market-1501 filenames hold one camera digit)")
+    need(cfg.images_per_id >= 2, f"images_per_id={cfg.images_per_id}: need >= 2 (one query and one gallery "
+                                 f"image in another camera)")
+    need(cfg.seed >= 0, f"seed={cfg.seed}: must be >= 0")
+    need(0 <= cfg.confuser_fraction <= 0.5, f"confuser_fraction={cfg.confuser_fraction}: must lie in [0, 0.5]")
+    need(cfg.distractors >= 0 and cfg.junk >= 0, f"distractors={cfg.distractors}, junk={cfg.junk}: must be >= 0")
+    need(0 <= cfg.occluder_rate <= 1, f"occluder_rate={cfg.occluder_rate}: must lie in [0, 1]")
+    need(1 <= cfg.jpeg_quality <= 100, f"jpeg_quality={cfg.jpeg_quality}: must be 1-100")
+    need(1 <= cfg.supersample <= 4, f"supersample={cfg.supersample}: must be 1-4")
+    total = cfg.ids * cfg.images_per_id + cfg.distractors + cfg.junk
+    need(total <= 999_999, f"{total} images: Market-1501 names number frames with 6 digits (at most 999999)")
+
+# %% ../../nbs/04_data.synth.ipynb #cbbf4465
 @dataclass
 class SynthConfig:
     "What `write_synthreid` generates (`reid-workbench synth` fills ids, cams, images_per_id, size and seed)."
@@ -799,24 +970,7 @@ class SynthConfig:
     def __post_init__(self):
         if isinstance(self.size, str) and "x" in self.size: self.size = tuple(self.size.lower().split("x"))
         self.size = _check_size(self.size)
-        def need(ok, what): 
-            if not ok: raise ValueError(f"SynthConfig: {what}")
-        for name in ("ids", "cams", "images_per_id", "seed", "distractors", "junk", "jpeg_quality", "supersample"):
-            v = getattr(self, name)
-            need(isinstance(v, (int, np.integer)) and not isinstance(v, bool), f"{name}={v!r} must be an integer")
-        need(2 <= self.ids <= 9999, f"ids={self.ids}: need 2-9999 identities (half train, half test; 4-digit pids)")
-        need(2 <= self.cams <= 9, f"cams={self.cams}: need 2-9 cameras (every test identity must be seen by 2 "
-                                  f"cameras; Market-1501 filenames hold one camera digit)")
-        need(self.images_per_id >= 2, f"images_per_id={self.images_per_id}: need >= 2 (one query and one gallery "
-                                      f"image in another camera)")
-        need(self.seed >= 0, f"seed={self.seed}: must be >= 0")
-        need(0 <= self.confuser_fraction <= 0.5, f"confuser_fraction={self.confuser_fraction}: must lie in [0, 0.5]")
-        need(self.distractors >= 0 and self.junk >= 0, f"distractors={self.distractors}, junk={self.junk}: must be >= 0")
-        need(0 <= self.occluder_rate <= 1, f"occluder_rate={self.occluder_rate}: must lie in [0, 1]")
-        need(1 <= self.jpeg_quality <= 100, f"jpeg_quality={self.jpeg_quality}: must be 1-100")
-        need(1 <= self.supersample <= 4, f"supersample={self.supersample}: must be 1-4")
-        total = self.ids * self.images_per_id + self.distractors + self.junk
-        need(total <= 999_999, f"{total} images: Market-1501 names number frames with 6 digits (at most 999999)")
+        _check_synth_config(self)
 
     @classmethod
     def tiny(cls, **overrides) -> SynthConfig:
@@ -843,6 +997,30 @@ def _split_cameras(rng, k_images, cams) -> list[int]:
     counts = np.full(k, base) + rng.multinomial(k_images - base * k, np.full(k, 1 / k))
     return [cam for cam, n in zip(chosen, counts) for _ in range(int(n))]
 
+# %% ../../nbs/04_data.synth.ipynb #56625d0f
+def _person_drafts(rng, pid, person, cams, cfg, train: bool) -> list[tuple]:
+    """(split, pid, camid, identity, nuisance) of one identity's images; a test identity's first image in a camera
+    with two or more of them is its query there."""
+    by_cam: dict[int, list] = {}
+    for cam in _split_cameras(rng, cfg.images_per_id, cfg.cams):
+        by_cam.setdefault(cam, []).append(sample_nuisance(rng, cams[cam]))
+    if train: return [("train", pid, cam, person, nu) for cam, nus in by_cam.items() for nu in nus]
+    query = {cam for cam, nus in by_cam.items() if len(nus) >= 2} or {min(by_cam)}
+    return [("query" if (cam in query and j == 0) else "gallery", pid, cam, person, nu)
+            for cam, nus in by_cam.items() for j, nu in enumerate(nus)]
+
+def _extra_drafts(rng, cams, cfg) -> list[tuple]:
+    "Gallery drafts of the distractors (pid 0) and the junk images (pid -1)."
+    drafts = []
+    for _ in range(cfg.distractors):
+        cam = int(rng.integers(cfg.cams))
+        drafts.append(("gallery", 0, cam, sample_identity(rng), sample_nuisance(rng, cams[cam])))
+    for _ in range(cfg.junk):
+        cam = int(rng.integers(cfg.cams))
+        drafts.append(("gallery", -1, cam, sample_identity(rng), sample_nuisance(rng, cams[cam], junk=True)))
+    return drafts
+
+# %% ../../nbs/04_data.synth.ipynb #7e268d9f
 def _plan(cfg: SynthConfig) -> tuple[list[_Item], list[CameraStyle]]:
     "Every image of the dataset (name, split, pid, camera, identity, nuisance) in writing order."
     ss = np.random.SeedSequence(cfg.seed)
@@ -851,25 +1029,8 @@ def _plan(cfg: SynthConfig) -> tuple[list[_Item], list[CameraStyle]]:
     n_train = cfg.ids // 2
     people = sample_identities(r_ids, n_train, cfg.confuser_fraction, first_pid=1) + \
              sample_identities(r_ids, cfg.ids - n_train, cfg.confuser_fraction, first_pid=n_train + 1)
-    drafts = []   # (split, pid, camid, identity, nuisance)
-    for i, person in enumerate(people):
-        pid = i + 1
-        by_cam: dict[int, list] = {}
-        for cam in _split_cameras(r_img, cfg.images_per_id, cfg.cams):
-            by_cam.setdefault(cam, []).append(sample_nuisance(r_img, cams[cam]))
-        if pid <= n_train:
-            drafts += [("train", pid, cam, person, nu) for cam, nus in by_cam.items() for nu in nus]
-            continue
-        query = {cam for cam, nus in by_cam.items() if len(nus) >= 2} or {min(by_cam)}
-        for cam, nus in by_cam.items():
-            drafts += [("query" if (cam in query and j == 0) else "gallery", pid, cam, person, nu)
-                       for j, nu in enumerate(nus)]
-    for _ in range(cfg.distractors):
-        cam = int(r_extra.integers(cfg.cams))
-        drafts.append(("gallery", 0, cam, sample_identity(r_extra), sample_nuisance(r_extra, cams[cam])))
-    for _ in range(cfg.junk):
-        cam = int(r_extra.integers(cfg.cams))
-        drafts.append(("gallery", -1, cam, sample_identity(r_extra), sample_nuisance(r_extra, cams[cam], junk=True)))
+    drafts = [d for i, person in enumerate(people) for d in _person_drafts(r_img, i + 1, person, cams, cfg, i < n_train)]
+    drafts += _extra_drafts(r_extra, cams, cfg)
     order = {"train": 0, "query": 1, "gallery": 2}
     drafts.sort(key=lambda d: order[d[0]])                     # stable: pid order within a split
     items = []
@@ -885,6 +1046,12 @@ def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
     Image.fromarray(image).save(buf, "JPEG", quality=int(quality), subsampling=0, optimize=False)
     return buf.getvalue()
 
+def _render_item(args) -> tuple[bytes, np.ndarray]:
+    item, size, supersample, quality = args
+    img, kp = render(item.identity, item.nuisance, size, supersample)
+    return encode_jpeg(img, quality), kp
+
+# %% ../../nbs/04_data.synth.ipynb #592caf7d
 def _flat(prefix, obj) -> dict:
     out = {}
     for f in fields(obj):
@@ -916,18 +1083,67 @@ def factors_to_identity_nuisance(row: Mapping) -> tuple[Identity, Nuisance]:
     "The `Identity` and `Nuisance` of one row of `factors.csv` (a pandas row or a dict of strings)."
     return _unflat(Identity, "id_", row), _unflat(Nuisance, "nu_", row)
 
-def _render_item(args) -> tuple[bytes, np.ndarray]:
-    item, size, supersample, quality = args
-    img, kp = render(item.identity, item.nuisance, size, supersample)
-    return encode_jpeg(img, quality), kp
-
 # %% ../../nbs/04_data.synth.ipynb #b9e19ba4
+def _render_images(tmp: Path, items: list[_Item], cfg: SynthConfig, workers: int, progress: bool) -> dict:
+    "Render and write every item's JPEG under `tmp`; returns the keypoints by split and name."
+    from tqdm.auto import tqdm
+    poses = {split: {} for split in SPLIT_FOLDERS}
+    jobs = [(it, cfg.size, cfg.supersample, cfg.jpeg_quality) for it in items]
+    bar = tqdm(total=len(items), desc="SynthReID", unit="img", disable=not progress)
+    if workers and workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        pool = ProcessPoolExecutor(workers)
+        results = pool.map(_render_item, jobs, chunksize=32)
+    else: pool, results = None, map(_render_item, jobs)
+    try:
+        for it, (data, kp) in zip(items, results):
+            (tmp / SPLIT_FOLDERS[it.split] / it.name).write_bytes(data)
+            poses[it.split][it.name] = kp
+            bar.update()
+    finally:
+        bar.close()
+        if pool is not None: pool.shutdown()
+    return poses
+
+def _write_factor_table(path: Path, items: list[_Item]):
+    rows = [dict(name=it.name, split=it.split, pid=it.pid, camid=it.camid) | _flat("id_", it.identity)
+            | _flat("nu_", it.nuisance) for it in items]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        wr = csv.writer(f)
+        wr.writerow(list(rows[0]))
+        for row in rows: wr.writerow([_csv_value(v) for v in row.values()])
+
+# %% ../../nbs/04_data.synth.ipynb #31963a96
+def _summary(cfg: SynthConfig, items: list[_Item]) -> dict:
+    "What `synthreid.json` holds: the generator, its version and arguments, the counts and the file names."
+    ids_of = lambda split: {it.pid for it in items if it.split == split and it.pid > 0}
+    counts = dict(ids=cfg.ids, train_ids=len(ids_of("train")), test_ids=len(ids_of("query") | ids_of("gallery")),
+                  train_images=sum(it.split == "train" for it in items),
+                  query_images=sum(it.split == "query" for it in items),
+                  gallery_images=sum(it.split == "gallery" for it in items),
+                  distractor_images=sum(it.pid == 0 for it in items), junk_images=sum(it.pid < 0 for it in items),
+                  confuser_ids=len({it.pid for it in items if it.identity.confuser_of >= 0 and it.pid > 0}),
+                  cams=cfg.cams, images=len(items))
+    args = asdict(cfg) | {"size": list(cfg.size)}
+    return dict(generator="reid_workbench.data.synth", version=SYNTH_VERSION, args=args, counts=counts,
+                keypoints={split: f"keypoints/{folder}.csv" for split, folder in SPLIT_FOLDERS.items()},
+                factors="factors.csv")
+
+def _move_into_place(tmp: Path, out: Path):
+    "Rename the finished folder `tmp` to `out`, replacing what was there."
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else: os.replace(tmp, out)
+
+# %% ../../nbs/04_data.synth.ipynb #59263f48
 def write_synthreid(out, config: SynthConfig | None = None, *, overwrite: bool = False, progress: bool = True,
                     workers: int = 0, **overrides) -> tuple[Path, dict]:
     """Generate SynthReID into the folder `out` (see above); `overrides` replace fields of `config`
     (`SynthConfig()` by default). Returns the root and the summary also written to `synthreid.json`.
     `workers > 1` renders in that many processes (same bytes)."""
-    from tqdm.auto import tqdm
     cfg = replace(config or SynthConfig(), **overrides)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
@@ -938,48 +1154,12 @@ def write_synthreid(out, config: SynthConfig | None = None, *, overwrite: bool =
     try:
         os.chmod(tmp, 0o755)
         for folder in (*SPLIT_FOLDERS.values(), "keypoints"): (tmp / folder).mkdir()
-        poses = {split: {} for split in SPLIT_FOLDERS}
-        jobs = [(it, cfg.size, cfg.supersample, cfg.jpeg_quality) for it in items]
-        bar = tqdm(total=len(items), desc="SynthReID", unit="img", disable=not progress)
-        if workers and workers > 1:
-            from concurrent.futures import ProcessPoolExecutor
-            pool = ProcessPoolExecutor(workers)
-            results = pool.map(_render_item, jobs, chunksize=32)
-        else: pool, results = None, map(_render_item, jobs)
-        try:
-            for it, (data, kp) in zip(items, results):
-                (tmp / SPLIT_FOLDERS[it.split] / it.name).write_bytes(data)
-                poses[it.split][it.name] = kp
-                bar.update()
-        finally:
-            bar.close()
-            if pool is not None: pool.shutdown()
+        poses = _render_images(tmp, items, cfg, workers, progress)
         for split, folder in SPLIT_FOLDERS.items(): write_keypoints_csv(tmp / "keypoints" / f"{folder}.csv", poses[split])
-        rows = [dict(name=it.name, split=it.split, pid=it.pid, camid=it.camid) | _flat("id_", it.identity)
-                | _flat("nu_", it.nuisance) for it in items]
-        with open(tmp / "factors.csv", "w", newline="", encoding="utf-8") as f:
-            wr = csv.writer(f)
-            wr.writerow(list(rows[0]))
-            for row in rows: wr.writerow([_csv_value(v) for v in row.values()])
-        ids_of = lambda split: {it.pid for it in items if it.split == split and it.pid > 0}
-        counts = dict(ids=cfg.ids, train_ids=len(ids_of("train")), test_ids=len(ids_of("query") | ids_of("gallery")),
-                      train_images=sum(it.split == "train" for it in items),
-                      query_images=sum(it.split == "query" for it in items),
-                      gallery_images=sum(it.split == "gallery" for it in items),
-                      distractor_images=sum(it.pid == 0 for it in items), junk_images=sum(it.pid < 0 for it in items),
-                      confuser_ids=len({it.pid for it in items if it.identity.confuser_of >= 0 and it.pid > 0}),
-                      cams=cfg.cams, images=len(items))
-        args = asdict(cfg) | {"size": list(cfg.size)}
-        summary = dict(generator="reid_workbench.data.synth", version=SYNTH_VERSION, args=args, counts=counts,
-                       keypoints={split: f"keypoints/{folder}.csv" for split, folder in SPLIT_FOLDERS.items()},
-                       factors="factors.csv")
+        _write_factor_table(tmp / "factors.csv", items)
+        summary = _summary(cfg, items)
         (tmp / "synthreid.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else: os.replace(tmp, out)
+        _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
