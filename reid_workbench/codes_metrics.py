@@ -23,7 +23,7 @@ from .data.loaders import load_image
 from .data.synth import (SPLIT_FOLDERS, encode_jpeg, factors_to_identity_nuisance, load_factors, render,
                                        synthreid_info)
 from .metrics import compute_distance_matrix, extract_features
-from .codes import is_disentangler
+from .codes import PROTOCOL, is_disentangler
 from .registry import available_methods, info_of, load_trained
 from .viz import image_grid, to_pil
 import torchvision.transforms.v2.functional as TF
@@ -458,7 +458,7 @@ def save_swap_figure(path, a: Tensor, b: Tensor, swapped: Tensor, gt: Tensor,
     swap_figure(a, b, swapped, gt, row_labels).save(buf, "PNG")
     return atomic_write_bytes(path, buf.getvalue())
 
-# %% ../nbs/36_codes_metrics.ipynb #f71dc8c9
+# %% ../nbs/36_codes_metrics.ipynb #30f10d7d
 def _swap_scores(model, pairs, run: dict) -> tuple[dict, Tensor, Tensor, Tensor]:
     "Swap fidelity and reconstruction scores, with the swaps and the two references (in [0, 1])."
     # the references pass through the model's range like its outputs (a float round trip)
@@ -478,7 +478,7 @@ def _diversity_scores(model, test, ids: int, k: int, seed: int, run: dict) -> di
     return out | dict(diversity_generated=1.0 - out["intra_ssim_generated"],
                       diversity_real=1.0 - out["intra_ssim_real"], diversity_ids=len(plan), diversity_k=k)
 
-# %% ../nbs/36_codes_metrics.ipynb #1a250e65
+# %% ../nbs/36_codes_metrics.ipynb #c735d636
 _RETENTION_KEYS = [f"retention_{w}{r}" for r in ("", "_ref_a", "_ref_b") for w in ("appearance", "structure")]
 
 def _retention_scores(reid, test, pairs, swapped, real_a, real_b) -> tuple[dict, Tensor | None]:
@@ -498,7 +498,7 @@ def _fid_scores(extractor, test, swapped, real_b, gallery=None) -> dict:
     return dict(fid=frechet_distance(real, extractor(swapped)), fid_ref_real=frechet_distance(real, extractor(real_b)),
                 fid_extractor=getattr(extractor, "name", None) or getattr(extractor, "__name__", type(extractor).__name__))
 
-# %% ../nbs/36_codes_metrics.ipynb #c3960023
+# %% ../nbs/36_codes_metrics.ipynb #377d7ef3
 def evaluate_disentanglement(model, data_root, reid_model=None, num_pairs: int = 64, seed: int = 0, size=None,
                              device="cpu", normalization: str | None = None, body: str | None = None,
                              diversity_ids: int = 32, diversity_k: int = 4, fid_extractor=None, batch_size: int = 32,
@@ -506,7 +506,8 @@ def evaluate_disentanglement(model, data_root, reid_model=None, num_pairs: int =
     "Every disentanglement metric of `model` (a Disentangler) on the SynthReID dataset at `data_root`, as a flat dict."
     start, facts = time.perf_counter(), info_of(model)
     if not is_disentangler(model):
-        raise TypeError(f"evaluate_disentanglement: {type(model).__name__} has no encode/decode - not a Disentangler")
+        missing = [n for n in PROTOCOL if not callable(getattr(model, n, None))]
+        raise TypeError(f"evaluate_disentanglement: {type(model).__name__} has no {', '.join(missing)} - not a Disentangler")
     normalization, body = check_image_range(normalization or facts.normalization), body or facts.swap_body
     device, (root, info) = get_device(device), _check_synthreid(data_root)
     factors = load_factors(root)

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from reid_workbench.codes import (Codes, Disentangler, StripeColourToy, interpolate, interpolate_keypoints, part_regions,
+from reid_workbench.registry import info_of
+from reid_workbench.codes import (Codes, Disentangler, StripeColourToy, interpolate, interpolate_keypoints, equal_stripes, is_disentangler,
                                   parts_mask, shuffle_parts, swap)
 
 
@@ -48,8 +49,10 @@ def test_interpolate_keypoints_only_where_both_visible():
     assert torch.equal(out[0, :5], pa[0, :5])     # nearer end (a) for the others
     assert torch.equal(out[0, 9:], pa[0, 9:])
     assert torch.equal(interpolate_keypoints(pa, pb, 0.75)[0, 9:], pb[0, 9:])
-    codes_a = Codes(torch.zeros(1, 1, 2), pa); codes_b = Codes(torch.zeros(1, 1, 2), pb)
-    assert torch.equal(interpolate(codes_a, codes_b, 1.0, "structure", structure_kind="keypoints").structure, pb)
+    codes_a = Codes(torch.zeros(1, 1, 2), pa, structure_kind="keypoints")
+    codes_b = Codes(torch.zeros(1, 1, 2), pb, structure_kind="keypoints")
+    assert torch.equal(interpolate(codes_a, codes_b, 1.0, "structure").structure, pb)
+    assert torch.equal(interpolate(codes_a, codes_b, 0.25, "structure").structure, out)   # the codes know their kind
 
 
 def test_shuffle_takes_exactly_the_chosen_parts():
@@ -87,8 +90,8 @@ def test_toy_disentangler_satisfies_protocol_and_regions():
     stripe_colour = lambda: torch.rand(2, 3, 4, 1, 1).expand(2, 3, 4, 4, 8).reshape(2, 3, 16, 8)
     x = torch.rand(2, 1, 16, 8) + stripe_colour()
     assert torch.allclose(toy.decode(toy.encode(x)), x, atol=1e-6)
-    assert part_regions(toy, 4) == [(0, .25), (.25, .5), (.5, .75), (.75, 1)]
-    assert part_regions(object(), 2) == [(0.0, 0.5), (0.5, 1.0)]
+    assert info_of(toy).regions(4) == [(0, .25), (.25, .5), (.5, .75), (.75, 1)] == equal_stripes(4)
+    assert info_of(toy).structure_kind == "tensor" and is_disentangler(toy) and not is_disentangler(object())
     # part shuffle on images: only the rows of the shuffled stripe change
     y = torch.rand(2, 1, 16, 8) + stripe_colour()
     out = toy.decode(shuffle_parts(toy.encode(x), toy.encode(y), [1]))

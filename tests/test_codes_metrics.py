@@ -10,11 +10,11 @@ from scipy.ndimage import gaussian_filter
 
 from reid_workbench.codes import Codes, StripeColourToy
 from reid_workbench.codes_metrics import (
-    NORMALIZATIONS, diversity_plan, eval_codes, evaluate_disentanglement, fid, find_inception_weights, frechet_distance,
+    diversity_plan, eval_codes, evaluate_disentanglement, fid, find_inception_weights, frechet_distance,
     frechet_distance_from_stats, from_unit, identity_retention, inception_feature_extractor, intra_identity_ssim,
     l1_error, load_swap_set, load_test_images, reconstruct, reconstruction_scores, reid_feature_extractor,
     sample_swap_pairs, ssim, ssim_diversity, swap_fidelity, swap_ground_truth, to_unit)
-from reid_workbench.core import Config, save_checkpoint
+from reid_workbench.core import IMAGE_RANGES, Config, save_checkpoint
 from reid_workbench.data.synth import SynthConfig, load_factors, rerender, synthreid_info, write_synthreid
 from reid_workbench.viz import to_pil
 
@@ -23,13 +23,13 @@ from reid_workbench.viz import to_pil
 
 def test_to_unit_from_unit_round_trip_and_to_pil():
     x = torch.rand(2, 3, 8, 4, generator=torch.Generator().manual_seed(0))
-    for norm in NORMALIZATIONS:
+    for norm in IMAGE_RANGES:
         assert torch.allclose(to_unit(from_unit(x, norm), norm), x, atol=1e-6)
     z = torch.zeros(3, 2, 2)   # ImageNet-normalised zero is the mean colour, as viz.to_pil shows it
     assert np.asarray(to_pil(z))[0, 0].tolist() == (to_unit(z)[:, 0, 0] * 255 + 0.5).long().tolist() == [124, 116, 104]
     assert to_unit(torch.full((3, 1, 1), 255, dtype=torch.uint8)).tolist() == [[[1.0]]] * 3
     assert to_unit(torch.full((3, 1, 1), 9.0)).max() == 1.0     # clamped
-    with pytest.raises(ValueError, match="normalization='zscore'"): to_unit(x, "zscore")
+    with pytest.raises(ValueError, match="source='zscore'"): to_unit(x, "zscore")
 
 
 def _ssim_scipy(x, y):
@@ -139,7 +139,12 @@ def _key(image) -> bytes:
     return (to_unit(image) * 255).round().to(torch.uint8).numpy().tobytes()
 
 
-class Oracle(torch.nn.Module):
+class ToyModel(torch.nn.Module):
+    "The test models' re-ID feature (the protocol asks for one; these metrics do not use it)."
+    def embed(self, images): return images.flatten(1)
+
+
+class Oracle(ToyModel):
     "Knows every test image; decode(swap) renders the ground truth (what a perfect disentangler would output)."
     def __init__(self, root, body="a"):
         super().__init__()
@@ -161,7 +166,7 @@ class Oracle(torch.nn.Module):
         return from_unit(torch.stack(out))
 
 
-class ReturnA(torch.nn.Module):
+class ReturnA(ToyModel):
     "Trivial reference 'return a': the appearance code is the whole image."
     def encode(self, images):
         return Codes(images.flatten(1)[:, None], images.new_zeros(len(images), 1),
@@ -169,7 +174,7 @@ class ReturnA(torch.nn.Module):
     def decode(self, codes): return codes.appearance[:, 0].view(-1, *codes.structure_extra["shape"][0].tolist())
 
 
-class ReturnB(torch.nn.Module):
+class ReturnB(ToyModel):
     "Trivial reference 'return b': the structure code is the whole image."
     def encode(self, images): return Codes(images.new_zeros(len(images), 1, 1), images.clone())
     def decode(self, codes): return codes.structure
@@ -325,7 +330,8 @@ def _write_run(run, method, config, num_classes, state):
 def test_eval_codes_writes_json_and_grid(synth, tmp_path):
     from dataclasses import dataclass
     from reid_workbench.methods.baseline import Baseline, BaselineConfig
-    from reid_workbench.training import Method, register_method
+    from reid_workbench.registry import MethodInfo, register_method
+    from reid_workbench.training import Method
 
     @dataclass
     class ToyConfig(Config):
@@ -334,7 +340,7 @@ def test_eval_codes_writes_json_and_grid(synth, tmp_path):
     class ToyCodes(Method, StripeColourToy):
         def embed(self, images): return StripeColourToy.embed(self, images)
 
-    register_method("toy_codes_test", ToyConfig, ToyCodes)
+    register_method(MethodInfo("toy_codes_test", ToyConfig, ToyCodes, structure_kind="tensor", num_parts=4, presets=()))
     _write_run(tmp_path / "toy", "toy_codes_test", ToyConfig(), 8, {})
     torch.manual_seed(0)
     cfg = BaselineConfig.tiny(size=(64, 32))      # a re-ID input size other than the disentangler's: resized

@@ -59,7 +59,7 @@ def test_train_evaluate_resume(tmp_path, synth_root):
 def test_load_trained_never_fetches_imagenet_weights(tmp_path, synth_root):
     "A run whose config asks for ImageNet initialisation loads offline: the checkpoint replaces those weights."
     from reid_workbench.runs import train_run
-    from reid_workbench.training import load_trained
+    from reid_workbench.registry import load_trained
     run = tmp_path / "run"
     train_run("baseline", synth_root, run, epochs=1, device="cpu", progress=False, config_overrides=dict(P=4, K=4))
     info = json.loads((run / "config.json").read_text())
