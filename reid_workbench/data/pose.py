@@ -9,6 +9,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 import torch
+from fastcore.basics import patch
 from PIL import Image, ImageDraw
 
 # %% auto #0
@@ -65,6 +66,7 @@ def check_pose(pose, what="pose") -> np.ndarray:
         raise ValueError(f"{what}: expected a (18, 3) array of (x, y, visible), got shape {arr.shape}")
     return arr
 
+# %% ../../nbs/03_data.pose.ipynb #d53f91da
 def write_keypoints_csv(path, poses: dict) -> Path:
     "Write `{name: (18, 3) pose}` to `path` as a keypoints CSV (rows in the dict's order)."
     path = Path(path)
@@ -97,6 +99,23 @@ def read_keypoints_csv(path) -> dict:
     return poses
 
 # %% ../../nbs/03_data.pose.ipynb #1fbb6664
+def _poses_np(poses, what="poses") -> tuple[np.ndarray, bool]:
+    "A pose or a batch (numpy or torch) as a (B, 18, 3) float32 numpy array, and whether it was a single pose."
+    arr = poses.detach().cpu().numpy() if isinstance(poses, torch.Tensor) else np.asarray(poses)
+    arr = arr.astype(np.float32, copy=False)
+    if arr.shape == (NUM_KEYPOINTS, 3): return arr[None], True
+    if arr.ndim == 3 and arr.shape[1:] == (NUM_KEYPOINTS, 3): return arr, False
+    raise ValueError(f"{what}: expected an (18, 3) pose or a (B, 18, 3) batch of (x, y, visible), got shape {arr.shape}")
+
+def _write_text_atomic(path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+# %% ../../nbs/03_data.pose.ipynb #12c53008
 # Index in BODY_25 of each COCO-18 keypoint.
 BODY25_TO_COCO18 = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
 BODY25_MIDHIP = 8
@@ -116,6 +135,7 @@ def openpose_to_coco18(keypoints, threshold: float = 0.05, what="OpenPose keypoi
     pose[not_found, :2] = MISSING
     return pose
 
+# %% ../../nbs/03_data.pose.ipynb #43f0591b
 def read_openpose_people(path, threshold: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     "Every person of an OpenPose JSON file: poses (P, 18, 3) and their mean joint confidence (P,)."
     path = Path(path)
@@ -143,6 +163,7 @@ def read_openpose_json(path, person: str | int = "best", threshold: float = 0.05
     if isinstance(person, (int, np.integer)) and -len(poses) <= person < len(poses): return poses[person]
     raise ValueError(f"{path}: person must be 'best', 'first' or an index below {len(poses)}, got {person!r}")
 
+# %% ../../nbs/03_data.pose.ipynb #99524ba9
 def write_openpose_json(path, poses, model: str = "COCO") -> Path:
     """Write a pose (18, 3) or poses (P, 18, 3) as an OpenPose JSON file with `model` "COCO" (18 joints) or
     "BODY_25" (25 joints: MidHip is the mean of two visible hips, feet are not found). Confidence = visibility;
@@ -163,27 +184,14 @@ def write_openpose_json(path, poses, model: str = "COCO") -> Path:
         people.append({"person_id": [-1], "pose_keypoints_2d": [round(float(v), 3) for v in kp.reshape(-1)]})
     return _write_text_atomic(path, json.dumps({"version": 1.3, "people": people}))
 
-def _write_text_atomic(path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-def _poses_np(poses, what="poses") -> tuple[np.ndarray, bool]:
-    "A pose or a batch (numpy or torch) as a (B, 18, 3) float32 numpy array, and whether it was a single pose."
-    arr = poses.detach().cpu().numpy() if isinstance(poses, torch.Tensor) else np.asarray(poses)
-    arr = arr.astype(np.float32, copy=False)
-    if arr.shape == (NUM_KEYPOINTS, 3): return arr[None], True
-    if arr.ndim == 3 and arr.shape[1:] == (NUM_KEYPOINTS, 3): return arr, False
-    raise ValueError(f"{what}: expected an (18, 3) pose or a (B, 18, 3) batch of (x, y, visible), got shape {arr.shape}")
-
 # %% ../../nbs/03_data.pose.ipynb #37d6dbba
+def _check_order(path, order: str):
+    if order not in ("yx", "xy"): raise ValueError(f"{path}: order must be 'yx' or 'xy', got {order!r}")
+
 def read_fdgan_pose_txt(path, order: str = "yx") -> np.ndarray:
     "Read one FD-GAN pose file (18 lines of two numbers, `-1 -1` = missing; `order` 'yx' or 'xy') as an (18, 3) pose."
     path = Path(path)
-    if order not in ("yx", "xy"): raise ValueError(f"{path}: order must be 'yx' or 'xy', got {order!r}")
+    _check_order(path, order)
     lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
     if len(lines) != NUM_KEYPOINTS:
         raise ValueError(f"{path}: expected 18 lines (one per COCO-18 joint), got {len(lines)}")
@@ -196,10 +204,11 @@ def read_fdgan_pose_txt(path, order: str = "yx") -> np.ndarray:
         if x >= 0 and y >= 0: pose[k] = (x, y, 1)
     return pose
 
+# %% ../../nbs/03_data.pose.ipynb #32c4d9f0
 def write_fdgan_pose_txt(path, pose, order: str = "yx") -> Path:
     "Write an (18, 3) pose as an FD-GAN pose file; invisible joints become `-1 -1`."
     pose = check_pose(pose, f"pose for {path}")
-    if order not in ("yx", "xy"): raise ValueError(f"{path}: order must be 'yx' or 'xy', got {order!r}")
+    _check_order(path, order)
     fmt = lambda v: f"{round(float(v), 2):g}"
     lines = []
     for x, y, v in pose:
@@ -213,6 +222,13 @@ def read_fdgan_pose_dir(folder, order: str = "yx", image_ext: str = ".jpg") -> d
     if not folder.is_dir(): raise FileNotFoundError(f"{folder}: no such folder of FD-GAN pose files")
     return {p.stem + image_ext: read_fdgan_pose_txt(p, order) for p in sorted(folder.glob("*.txt"))}
 
+# %% ../../nbs/03_data.pose.ipynb #b728f7d1
+def _known(pose):
+    "Mask of the joints whose coordinates are known: visible, or invisible but not at (-1, -1)."
+    return (pose[..., 2] > 0) | (pose[..., 0] != MISSING) | (pose[..., 1] != MISSING)
+
+def _where(cond, a, b): return torch.where(cond, a, b) if isinstance(a, torch.Tensor) else np.where(cond, a, b)
+
 def resize_pose(pose, from_size, to_size, centred: bool = True):
     """Rescale the known joints of a pose / batch (numpy or torch) from an image of `from_size` (H, W) to `to_size`
     (H, W): about pixel centres, or `centred=False` as torchvision's keypoint resize (x · W'/W)."""
@@ -222,12 +238,6 @@ def resize_pose(pose, from_size, to_size, centred: bool = True):
     out[..., 0] = _where(known, (out[..., 0] + c) * (w1 / w0) - c, out[..., 0])
     out[..., 1] = _where(known, (out[..., 1] + c) * (h1 / h0) - c, out[..., 1])
     return out
-
-def _known(pose):
-    "Mask of the joints whose coordinates are known: visible, or invisible but not at (-1, -1)."
-    return (pose[..., 2] > 0) | (pose[..., 0] != MISSING) | (pose[..., 1] != MISSING)
-
-def _where(cond, a, b): return torch.where(cond, a, b) if isinstance(a, torch.Tensor) else np.where(cond, a, b)
 
 # %% ../../nbs/03_data.pose.ipynb #0dec203e
 def flip_pose(pose, width: int):
@@ -240,6 +250,24 @@ def flip_pose(pose, width: int):
     return out[..., list(FLIP_PERMUTATION), :]
 
 # %% ../../nbs/03_data.pose.ipynb #defb4a5b
+def _uniform(shape, generator) -> torch.Tensor:
+    "Uniform [0, 1) float32 draws from a torch.Generator, a numpy Generator / seed, or torch's global RNG (None)."
+    if isinstance(generator, torch.Generator): return torch.rand(shape, generator=generator, device=generator.device)
+    if generator is None: return torch.rand(shape)
+    return torch.from_numpy(np.random.default_rng(generator).random(shape, dtype=np.float32))
+
+def _bandwidths(B, height, sigma, sigma_range, generator, ref_height, device) -> torch.Tensor:
+    "(B, 18) Gaussian bandwidths in pixels of an image `height` tall: `sigma`, or uniform in `sigma_range`."
+    if sigma_range is None:
+        if not sigma > 0: raise ValueError(f"pose_to_heatmaps: sigma must be > 0, got {sigma}")
+        sig = torch.full((B, NUM_KEYPOINTS), float(sigma), device=device)
+    else:
+        lo, hi = map(float, sigma_range)
+        if not 0 < lo <= hi: raise ValueError(f"pose_to_heatmaps: sigma_range must satisfy 0 < low <= high, got {sigma_range}")
+        sig = lo + (hi - lo) * _uniform((B, NUM_KEYPOINTS), generator).to(device)
+    return sig * (height / ref_height) if ref_height else sig
+
+# %% ../../nbs/03_data.pose.ipynb #e2a82350
 def pose_to_heatmaps(pose, size, sigma: float = 5.0, sigma_range: tuple[float, float] | None = None, generator=None,
                      ref_height: int | None = 256):
     """18-channel Gaussian heatmaps of a pose (18, 3) -> (18, H, W) or a batch (B, 18, 3) -> (B, 18, H, W), float32,
@@ -252,15 +280,7 @@ def pose_to_heatmaps(pose, size, sigma: float = 5.0, sigma_range: tuple[float, f
     if single: p = p[None]
     if p.ndim != 3 or p.shape[1:] != (NUM_KEYPOINTS, 3):
         raise ValueError(f"pose_to_heatmaps: expected an (18, 3) pose or a (B, 18, 3) batch, got shape {tuple(pose.shape)}")
-    B = p.shape[0]
-    if sigma_range is None:
-        if not sigma > 0: raise ValueError(f"pose_to_heatmaps: sigma must be > 0, got {sigma}")
-        sig = torch.full((B, NUM_KEYPOINTS), float(sigma), device=p.device)
-    else:
-        lo, hi = map(float, sigma_range)
-        if not 0 < lo <= hi: raise ValueError(f"pose_to_heatmaps: sigma_range must satisfy 0 < low <= high, got {sigma_range}")
-        sig = lo + (hi - lo) * _uniform((B, NUM_KEYPOINTS), generator).to(p.device)
-    if ref_height: sig = sig * (H / ref_height)
+    sig = _bandwidths(p.shape[0], H, sigma, sigma_range, generator, ref_height, p.device)
     vis = (p[..., 2] > 0) & torch.isfinite(p[..., :2]).all(-1)
     x = torch.where(vis, p[..., 0], 0.0)[..., None]
     y = torch.where(vis, p[..., 1], 0.0)[..., None]
@@ -271,43 +291,45 @@ def pose_to_heatmaps(pose, size, sigma: float = 5.0, sigma_range: tuple[float, f
     if single: heat = heat[0]
     return heat if as_torch else heat.numpy()
 
-def _uniform(shape, generator) -> torch.Tensor:
-    "Uniform [0, 1) float32 draws from a torch.Generator, a numpy Generator / seed, or torch's global RNG (None)."
-    if isinstance(generator, torch.Generator): return torch.rand(shape, generator=generator, device=generator.device)
-    if generator is None: return torch.rand(shape)
-    return torch.from_numpy(np.random.default_rng(generator).random(shape, dtype=np.float32))
-
 # %% ../../nbs/03_data.pose.ipynb #e212ad09
-def draw_skeleton(pose, size=None, thickness: int | None = None, radius: int | None = None, canvas=None,
-                  alpha: float = 1.0, limbs=SKELETON_LIMBS, colors=OPENPOSE_COLORS) -> np.ndarray:
-    """OpenPose-style skeleton image of a pose (18, 3) -> uint8 (H, W, 3), or of a batch -> (B, H, W, 3).
-    `size` = (H, W), or taken from `canvas` (an (H, W, 3) uint8 image or PIL image to draw over; black if None).
-    Limb `i` of `limbs` gets `colors[i]`; keypoint `k` is a dot of `colors[k]`."""
-    arr, single = _poses_np(pose, "draw_skeleton pose")
+def _skeleton_base(size, canvas) -> np.ndarray:
+    "The (H, W, 3) uint8 image to draw on: `canvas` (checked against `size`) or black of `size`."
     if canvas is not None:
         canvas = np.asarray(canvas.convert("RGB") if isinstance(canvas, Image.Image) else canvas)
         if canvas.dtype != np.uint8 or canvas.ndim != 3 or canvas.shape[2] != 3:
             raise ValueError(f"draw_skeleton: canvas must be an (H, W, 3) uint8 image, got {canvas.dtype} {canvas.shape}")
         if size is not None and tuple(size) != canvas.shape[:2]:
             raise ValueError(f"draw_skeleton: size {tuple(size)} differs from the canvas size {canvas.shape[:2]}")
-        size = canvas.shape[:2]
+        return canvas
     if size is None: raise ValueError("draw_skeleton: give the image size (H, W) or a canvas to draw on")
-    H, W = size
+    return np.zeros((size[0], size[1], 3), np.uint8)
+
+def _draw_limbs_and_joints(img: Image.Image, p, limbs, colors, thickness: int, radius: int):
+    draw = ImageDraw.Draw(img)
+    vis = (p[:, 2] > 0) & np.isfinite(p[:, :2]).all(1)
+    for i, (j, k) in enumerate(limbs):
+        if vis[j] and vis[k]:
+            draw.line([tuple(map(float, p[j, :2])), tuple(map(float, p[k, :2]))], fill=tuple(colors[i % len(colors)]),
+                      width=thickness)
+    for k in np.flatnonzero(vis):
+        x, y = map(float, p[k, :2])
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=tuple(colors[k % len(colors)]))
+
+# %% ../../nbs/03_data.pose.ipynb #1df47ea5
+def draw_skeleton(pose, size=None, thickness: int | None = None, radius: int | None = None, canvas=None,
+                  alpha: float = 1.0, limbs=SKELETON_LIMBS, colors=OPENPOSE_COLORS) -> np.ndarray:
+    """OpenPose-style skeleton image of a pose (18, 3) -> uint8 (H, W, 3), or of a batch -> (B, H, W, 3).
+    `size` = (H, W), or taken from `canvas` (an (H, W, 3) uint8 image or PIL image to draw over; black if None).
+    Limb `i` of `limbs` gets `colors[i]`; keypoint `k` is a dot of `colors[k]`."""
+    arr, single = _poses_np(pose, "draw_skeleton pose")
+    base = _skeleton_base(size, canvas)
+    H, W = base.shape[:2]
     thickness = max(1, round(H / 32)) if thickness is None else thickness
     radius = max(1, thickness // 2) if radius is None else radius
-    base = np.zeros((H, W, 3), np.uint8) if canvas is None else canvas
     out = np.empty((len(arr), H, W, 3), np.uint8)
     for b, p in enumerate(arr):
         img = Image.fromarray(base.copy())
-        draw = ImageDraw.Draw(img)
-        vis = (p[:, 2] > 0) & np.isfinite(p[:, :2]).all(1)
-        for i, (j, k) in enumerate(limbs):
-            if vis[j] and vis[k]:
-                draw.line([tuple(map(float, p[j, :2])), tuple(map(float, p[k, :2]))], fill=tuple(colors[i % len(colors)]),
-                          width=thickness)
-        for k in np.flatnonzero(vis):
-            x, y = map(float, p[k, :2])
-            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=tuple(colors[k % len(colors)]))
+        _draw_limbs_and_joints(img, p, limbs, colors, thickness, radius)
         drawn = np.asarray(img)
         if alpha < 1: drawn = np.round(base * (1 - alpha) + drawn * alpha).astype(np.uint8)
         out[b] = drawn
@@ -317,23 +339,28 @@ def draw_skeleton(pose, size=None, thickness: int | None = None, radius: int | N
 NECK, R_SHOULDER, L_SHOULDER, R_HIP, L_HIP = 1, 2, 5, 8, 11
 EXTENT_PER_TORSO = 2.75
 
+def _mean_visible(xy, vis, joints) -> tuple[np.ndarray, np.ndarray]:
+    "Mean of the visible ones of `joints` per pose (N, 2), and whether there was one (N,)."
+    v = vis[:, joints]
+    n = v.sum(1)
+    return np.where(v[..., None], xy[:, joints], 0).sum(1) / np.maximum(n, 1)[:, None], n > 0
+
+def _visible_box(xy, vis) -> tuple[np.ndarray, np.ndarray]:
+    "Per pose, the lowest and highest (x, y) of its visible joints (inf / -inf without any)."
+    return np.where(vis[..., None], xy, np.inf).min(1), np.where(vis[..., None], xy, -np.inf).max(1)
+
+# %% ../../nbs/03_data.pose.ipynb #5c341fea
 def torso_frame(poses) -> tuple[np.ndarray, np.ndarray]:
     "Centre (N, 2) and scale (N,) of the torso frame of each pose of a batch; NaN where it cannot be found."
     P, _ = _poses_np(poses)
     xy = P[..., :2].astype(np.float64)
     vis = (P[..., 2] > 0) & np.isfinite(xy).all(-1)
-    def mean_of(joints):
-        "Mean of the visible ones of `joints` per pose, and whether there was one."
-        v = vis[:, joints]
-        n = v.sum(1)
-        return np.where(v[..., None], xy[:, joints], 0).sum(1) / np.maximum(n, 1)[:, None], n > 0
-    hip, has_hip = mean_of([R_HIP, L_HIP])
-    shoulders, has_shoulder = mean_of([R_SHOULDER, L_SHOULDER])
+    hip, has_hip = _mean_visible(xy, vis, [R_HIP, L_HIP])
+    shoulders, has_shoulder = _mean_visible(xy, vis, [R_SHOULDER, L_SHOULDER])
     has_neck = vis[:, NECK] | has_shoulder
     neck = np.where(vis[:, NECK, None], xy[:, NECK], shoulders)
     torso = np.where(has_hip & has_neck, np.linalg.norm(neck - hip, axis=1), np.nan)
-    lo = np.where(vis[..., None], xy, np.inf).min(1)
-    hi = np.where(vis[..., None], xy, -np.inf).max(1)
+    lo, hi = _visible_box(xy, vis)
     enough = vis.sum(1) >= 2
     extent = np.where(enough, (hi - lo).max(1, initial=0), np.nan) / EXTENT_PER_TORSO
     scale = np.where(torso > 1e-6, torso, extent)
@@ -346,6 +373,7 @@ def torso_frame(poses) -> tuple[np.ndarray, np.ndarray]:
     centre = np.where(np.isfinite(scale)[:, None], centre, np.nan)
     return centre.astype(np.float32), scale.astype(np.float32)
 
+# %% ../../nbs/03_data.pose.ipynb #754a3252
 def normalize_poses(poses) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "Poses (N, 18, 3) in their torso frames (invisible joints NaN), with the frames' centres (N, 2) and scales (N,)."
     P, _ = _poses_np(poses)
@@ -407,6 +435,7 @@ def _full_covariances(gmm) -> np.ndarray:
     if gmm.covariance_type == "diag": return np.stack([np.diag(v) for v in c])
     return c[:, None, None] * np.eye(D)[None]
 
+# %% ../../nbs/03_data.pose.ipynb #409a7a71
 def _component_scores(X, mask, weights, means, covs) -> np.ndarray:
     """(N, K) log weight + log density of each row of X under each component, using only the dimensions where
     `mask` is True (marginal Gaussians); with `covs` None, minus the squared distance over those dimensions."""
@@ -426,33 +455,7 @@ def _component_scores(X, mask, weights, means, covs) -> np.ndarray:
         out[rows] = np.log(weights)[None] - 0.5 * ((z ** 2).sum(-1) + logdet[None] + len(dims) * np.log(2 * np.pi))
     return out
 
-def masked_kmeans(X, mask, k: int, n_init: int = 8, seed: int = 0, max_iter: int = 100):
-    """k-means over rows of X (N, D) that only counts the dimensions where `mask` is True: a point's distance to a
-    centre is summed over its observed dimensions and a centre is the mean of the observed values of its points.
-    Greedy k-means++ seeding with the same masked distances, `n_init` restarts, the lowest inertia wins.
-    Returns centres (k, D), labels (N,), inertia."""
-    X, mask = np.asarray(X, np.float64), np.asarray(mask, bool)
-    if len(X) < k: raise ValueError(f"masked_kmeans: {len(X)} points for k = {k} clusters")
-    Xm, M = np.where(mask, X, 0.0), mask.astype(np.float64)
-    filled = np.where(mask, X, Xm.sum(0) / np.maximum(M.sum(0), 1))      # seeds' unobserved values: the mean
-    sq = (Xm ** 2).sum(1)
-    dist = lambda C: np.maximum(sq[:, None] - 2 * Xm @ C.T + M @ (C ** 2).T, 0)   # masked squared distances (N, k)
-    rng, best = np.random.default_rng(seed), None
-    for _ in range(n_init):
-        C = _masked_kmeanspp(filled, dist, k, rng)
-        for _ in range(max_iter):
-            labels = dist(C).argmin(1)
-            onehot = (labels[:, None] == np.arange(k)).astype(np.float64)
-            count = onehot.T @ M
-            new = np.where(count > 0, (onehot.T @ Xm) / np.maximum(count, 1), C)
-            if np.array_equal(new, C): break
-            C = new
-        d = dist(C)
-        labels = d.argmin(1)
-        inertia = float(d[np.arange(len(X)), labels].sum())
-        if best is None or inertia < best[2]: best = (C, labels, inertia)
-    return best
-
+# %% ../../nbs/03_data.pose.ipynb #1781a6fe
 def _masked_kmeanspp(filled, dist, k, rng) -> np.ndarray:
     "Greedy k-means++: each new centre is the best of 2 + log(k) points drawn with probability ~ squared distance."
     n, trials = len(filled), 2 + int(np.log(k))
@@ -467,6 +470,39 @@ def _masked_kmeanspp(filled, dist, k, rng) -> np.ndarray:
         closest = d[:, pick]
     return np.stack(centres)
 
+def _lloyd(Xm, M, C, dist, max_iter: int):
+    "Masked Lloyd iterations from centres C: (centres, labels, inertia) once the centres stop moving."
+    k = len(C)
+    for _ in range(max_iter):
+        labels = dist(C).argmin(1)
+        onehot = (labels[:, None] == np.arange(k)).astype(np.float64)
+        count = onehot.T @ M
+        new = np.where(count > 0, (onehot.T @ Xm) / np.maximum(count, 1), C)
+        if np.array_equal(new, C): break
+        C = new
+    d = dist(C)
+    labels = d.argmin(1)
+    return C, labels, float(d[np.arange(len(Xm)), labels].sum())
+
+# %% ../../nbs/03_data.pose.ipynb #a53e7bb4
+def masked_kmeans(X, mask, k: int, n_init: int = 8, seed: int = 0, max_iter: int = 100):
+    """k-means over rows of X (N, D) that only counts the dimensions where `mask` is True: a point's distance to a
+    centre is summed over its observed dimensions and a centre is the mean of the observed values of its points.
+    Greedy k-means++ seeding with the same masked distances, `n_init` restarts, the lowest inertia wins.
+    Returns centres (k, D), labels (N,), inertia."""
+    X, mask = np.asarray(X, np.float64), np.asarray(mask, bool)
+    if len(X) < k: raise ValueError(f"masked_kmeans: {len(X)} points for k = {k} clusters")
+    Xm, M = np.where(mask, X, 0.0), mask.astype(np.float64)
+    filled = np.where(mask, X, Xm.sum(0) / np.maximum(M.sum(0), 1))      # seeds' unobserved values: the mean
+    sq = (Xm ** 2).sum(1)
+    dist = lambda C: np.maximum(sq[:, None] - 2 * Xm @ C.T + M @ (C ** 2).T, 0)   # masked squared distances (N, k)
+    rng, best = np.random.default_rng(seed), None
+    for _ in range(n_init):
+        C, labels, inertia = _lloyd(Xm, M, _masked_kmeanspp(filled, dist, k, rng), dist, max_iter)
+        if best is None or inertia < best[2]: best = (C, labels, inertia)
+    return best
+
+# %% ../../nbs/03_data.pose.ipynb #05fbad35
 def _fit_mixture(X, mask, n, cfg: PoseClusterConfig):
     """Fit k-means or a GMM with `n` clusters to X (N, D) observed where `mask`: weights (n,), means (n, D),
     covariances (n, D, D) (None for k-means) and labels (N,). The GMM is initialised with the masked k-means clusters
@@ -488,124 +524,6 @@ def _fit_mixture(X, mask, n, cfg: PoseClusterConfig):
 def _rng(rng) -> np.random.Generator: return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 # %% ../../nbs/03_data.pose.ipynb #ea07a576
-class PoseClusters:
-    "Representative poses of a pose set (pt-GAN's pose clustering). Build with `PoseClusters.fit`."
-    def __init__(self, config: PoseClusterConfig, image_size, placement, **state):
-        self.config, self.image_size = config, tuple(image_size)
-        self.placement = np.asarray(placement, np.float64)   # torso centre and scale of the fitted poses, / (W, H, H)
-        self.state = state
-
-    @classmethod
-    def fit(cls, poses, image_size, config: PoseClusterConfig | None = None, **kwargs) -> PoseClusters:
-        """Cluster poses (N, 18, 3) taken in images of `image_size` (H, W). Settings come from `config` and/or keyword
-        arguments of `PoseClusterConfig` (method="kmeans"|"gmm", mode="full"|"per_joint", k, joint_k, seed, ...).
-        Poses without a torso frame (fewer than two visible joints) are left out."""
-        cfg = PoseClusterConfig(**{**(asdict(config) if config else {}), **kwargs})
-        P, _ = _poses_np(poses, "PoseClusters.fit poses")
-        H, W = image_size
-        if cfg.normalize:
-            normed, centre, scale = normalize_poses(P)
-            ok = np.isfinite(scale)
-            placement = np.r_[np.median((centre[ok] + 0.5) / (W, H), 0), np.median(scale[ok]) / H] if ok.any() else None
-        else:
-            normed, ok, placement = _fraction_poses(P, image_size), np.ones(len(P), bool), (0.0, 0.0, 1.0)
-        normed = normed[ok]
-        if len(normed) == 0: raise ValueError("PoseClusters.fit: no pose has two visible joints to normalise with")
-        xy, vis = normed[..., :2].astype(np.float64), normed[..., 2] > 0
-        if cfg.mode == "full":
-            if len(normed) < cfg.k: raise ValueError(f"PoseClusters.fit: {len(normed)} usable poses for k = {cfg.k} clusters")
-            state = cls._fit_full(xy, vis, cfg)
-        else:
-            state = cls._fit_per_joint(xy, vis, cfg)
-        return cls(cfg, image_size, placement, **state)
-
-    @staticmethod
-    def _fit_full(xy, vis, cfg) -> dict:
-        mask = np.repeat(vis, 2, axis=1)                                    # (N, 36), x and y of each joint
-        X = np.where(vis[..., None], xy, 0).reshape(len(xy), -1)
-        weights, means, covs, labels = _fit_mixture(X, mask, cfg.k, cfg)
-        visible = np.stack([vis[labels == c].mean(0) if (labels == c).any() else vis.mean(0) for c in range(cfg.k)])
-        return dict(weights=weights, means=means.reshape(-1, NUM_KEYPOINTS, 2), covs=covs, visible_fraction=visible)
-
-    @staticmethod
-    def _fit_per_joint(xy, vis, cfg) -> dict:
-        n, weights, means, covs = cfg.joint_k, [], [], []
-        for j in range(NUM_KEYPOINTS):
-            Xj = xy[vis[:, j], j]
-            if len(Xj) < n:
-                raise ValueError(f"PoseClusters.fit: joint {COCO18_NAMES[j]!r} is visible in {len(Xj)} poses, "
-                                 f"fewer than joint_k = {n} clusters")
-            w, m, c, _ = _fit_mixture(Xj, np.ones_like(Xj, bool), n, cfg)
-            order = np.argsort(-w, kind="stable")                          # most populated cluster first
-            weights.append(w[order]); means.append(m[order]); covs.append(None if c is None else c[order])
-        return dict(weights=np.stack(weights), means=np.stack(means), covs=None if covs[0] is None else np.stack(covs),
-                    visible_fraction=vis.mean(0))
-
-    @property
-    def num_clusters(self) -> int: return len(self.state["weights"]) if self.config.mode == "full" else self.config.joint_k
-
-    def _to_image(self, xy, visible, size) -> np.ndarray:
-        "Normalised coordinates (n, 18, 2) and visibility (n, 18) -> poses (n, 18, 3) in pixels of `size`."
-        H, W = self.image_size if size is None else size
-        if self.config.normalize:
-            cx, cy, s = self.placement
-            centre, scale = np.array([cx * W, cy * H]) - 0.5, s * H
-            pix = xy * scale + centre
-        else: pix = xy * np.array([W, H]) - 0.5
-        return np.concatenate([pix, np.asarray(visible, np.float64)[..., None]], -1).astype(np.float32)
-
-    def centres(self, size=None) -> np.ndarray:
-        "The cluster-centre poses (k, 18, 3) (per-joint mode: (joint_k, 18, 3)) in pixels of `size` (H, W)."
-        st = self.state
-        if self.config.mode == "full": return self._to_image(st["means"], st["visible_fraction"] >= 0.5, size)
-        xy = st["means"].transpose(1, 0, 2)                                 # (joint_k, 18, 2)
-        return self._to_image(xy, np.broadcast_to(st["visible_fraction"] >= 0.5, xy.shape[:2]), size)
-
-    def sample(self, n: int, rng=None, size=None) -> np.ndarray:
-        "`n` poses (n, 18, 3) in pixels of `size`: drawn from the GMM, or centres drawn by weight (k-means)."
-        rng, st = _rng(rng), self.state
-        if self.config.mode == "full":
-            comp = rng.choice(len(st["weights"]), size=n, p=st["weights"] / st["weights"].sum())
-            xy = st["means"].reshape(len(st["weights"]), -1)[comp]
-            if st["covs"] is not None:
-                L = np.linalg.cholesky(st["covs"])
-                xy = xy + np.einsum("nij,nj->ni", L[comp], rng.standard_normal(xy.shape))
-            return self._to_image(xy.reshape(n, NUM_KEYPOINTS, 2), st["visible_fraction"][comp] >= 0.5, size)
-        xy = np.empty((n, NUM_KEYPOINTS, 2))
-        for j in range(NUM_KEYPOINTS):
-            w = st["weights"][j]
-            comp = rng.choice(len(w), size=n, p=w / w.sum())
-            xy[:, j] = st["means"][j][comp]
-            if st["covs"] is not None:
-                xy[:, j] += np.einsum("nij,nj->ni", np.linalg.cholesky(st["covs"][j])[comp], rng.standard_normal((n, 2)))
-        return self._to_image(xy, np.broadcast_to(st["visible_fraction"] >= 0.5, (n, NUM_KEYPOINTS)), size)
-
-    def assign(self, poses, image_size=None) -> np.ndarray:
-        """Cluster of each pose (N,) (full-body) or of each joint (N, 18) (per-joint), from visible joints only;
-        -1 where there is nothing to assign. `image_size` of the poses matters only with `normalize=False`."""
-        P, _ = _poses_np(poses, "PoseClusters.assign poses")
-        normed = normalize_poses(P)[0] if self.config.normalize else _fraction_poses(P, image_size or self.image_size)
-        xy, vis = normed[..., :2].astype(np.float64), normed[..., 2] > 0
-        st = self.state
-        if self.config.mode == "full":
-            mask = np.repeat(vis, 2, axis=1)
-            scores = _component_scores(np.where(vis[..., None], xy, 0).reshape(len(P), -1), mask, st["weights"],
-                                       st["means"].reshape(len(st["weights"]), -1), st["covs"])
-            return np.where(vis.any(1), scores.argmax(1), -1)
-        labels = np.full((len(P), NUM_KEYPOINTS), -1)
-        for j in range(NUM_KEYPOINTS):
-            rows = np.flatnonzero(vis[:, j])
-            if len(rows):
-                covs = None if st["covs"] is None else st["covs"][j]
-                labels[rows, j] = _component_scores(xy[rows, j], np.ones((len(rows), 2), bool), st["weights"][j],
-                                                    st["means"][j], covs).argmax(1)
-        return labels
-
-    def __repr__(self):
-        c = self.config
-        return (f"PoseClusters({c.method}, {c.mode}, {self.num_clusters} clusters{' per joint' if c.mode != 'full' else ''}, "
-                f"image_size={self.image_size})")
-
 def _fraction_poses(P, image_size) -> np.ndarray:
     "Poses with coordinates as fractions of the image size ((x + 0.5) / W, (y + 0.5) / H); invisible joints NaN."
     H, W = image_size
@@ -615,6 +533,137 @@ def _fraction_poses(P, image_size) -> np.ndarray:
     out[..., 2] = vis
     out[~vis, :2] = np.nan
     return out
+
+def _cluster_coordinates(P, image_size, normalize: bool):
+    "Poses as clustered (torso frames or image fractions), which of them are usable, and their placement."
+    if not normalize: return _fraction_poses(P, image_size), np.ones(len(P), bool), (0.0, 0.0, 1.0)
+    H, W = image_size
+    normed, centre, scale = normalize_poses(P)
+    ok = np.isfinite(scale)
+    placement = np.r_[np.median((centre[ok] + 0.5) / (W, H), 0), np.median(scale[ok]) / H] if ok.any() else None
+    return normed, ok, placement
+
+# %% ../../nbs/03_data.pose.ipynb #5cf2910b
+def _fit_full_body(xy, vis, cfg) -> dict:
+    "Cluster whole poses: (N, 36) points observed at the visible joints."
+    mask = np.repeat(vis, 2, axis=1)                                    # (N, 36), x and y of each joint
+    X = np.where(vis[..., None], xy, 0).reshape(len(xy), -1)
+    weights, means, covs, labels = _fit_mixture(X, mask, cfg.k, cfg)
+    visible = np.stack([vis[labels == c].mean(0) if (labels == c).any() else vis.mean(0) for c in range(cfg.k)])
+    return dict(weights=weights, means=means.reshape(-1, NUM_KEYPOINTS, 2), covs=covs, visible_fraction=visible)
+
+def _fit_per_joint(xy, vis, cfg) -> dict:
+    "Cluster each joint's visible 2-d positions on its own, clusters ordered by size."
+    n, weights, means, covs = cfg.joint_k, [], [], []
+    for j in range(NUM_KEYPOINTS):
+        Xj = xy[vis[:, j], j]
+        if len(Xj) < n:
+            raise ValueError(f"PoseClusters.fit: joint {COCO18_NAMES[j]!r} is visible in {len(Xj)} poses, "
+                             f"fewer than joint_k = {n} clusters")
+        w, m, c, _ = _fit_mixture(Xj, np.ones_like(Xj, bool), n, cfg)
+        order = np.argsort(-w, kind="stable")                          # most populated cluster first
+        weights.append(w[order]); means.append(m[order]); covs.append(None if c is None else c[order])
+    return dict(weights=np.stack(weights), means=np.stack(means), covs=None if covs[0] is None else np.stack(covs),
+                visible_fraction=vis.mean(0))
+
+# %% ../../nbs/03_data.pose.ipynb #12ca5cb4
+class PoseClusters:
+    "Representative poses of a pose set (pt-GAN's pose clustering). Build with `PoseClusters.fit`."
+    def __init__(self, config: PoseClusterConfig, image_size, placement, **state):
+        self.config, self.image_size = config, tuple(image_size)
+        self.placement = np.asarray(placement, np.float64)   # torso centre and scale of the fitted poses, / (W, H, H)
+        self.state = state
+
+    @property
+    def num_clusters(self) -> int: return len(self.state["weights"]) if self.config.mode == "full" else self.config.joint_k
+
+    def __repr__(self):
+        c = self.config
+        return (f"PoseClusters({c.method}, {c.mode}, {self.num_clusters} clusters{' per joint' if c.mode != 'full' else ''}, "
+                f"image_size={self.image_size})")
+
+# %% ../../nbs/03_data.pose.ipynb #3273dea7
+@patch(cls_method=True)
+def fit(cls: PoseClusters, poses, image_size, config: PoseClusterConfig | None = None, **kwargs) -> PoseClusters:
+    """Cluster poses (N, 18, 3) taken in images of `image_size` (H, W). Settings come from `config` and/or keyword
+    arguments of `PoseClusterConfig` (method="kmeans"|"gmm", mode="full"|"per_joint", k, joint_k, seed, ...).
+    Poses without a torso frame (fewer than two visible joints) are left out."""
+    cfg = PoseClusterConfig(**{**(asdict(config) if config else {}), **kwargs})
+    P, _ = _poses_np(poses, "PoseClusters.fit poses")
+    normed, ok, placement = _cluster_coordinates(P, image_size, cfg.normalize)
+    normed = normed[ok]
+    if len(normed) == 0: raise ValueError("PoseClusters.fit: no pose has two visible joints to normalise with")
+    xy, vis = normed[..., :2].astype(np.float64), normed[..., 2] > 0
+    if cfg.mode == "full":
+        if len(normed) < cfg.k: raise ValueError(f"PoseClusters.fit: {len(normed)} usable poses for k = {cfg.k} clusters")
+        state = _fit_full_body(xy, vis, cfg)
+    else:
+        state = _fit_per_joint(xy, vis, cfg)
+    return cls(cfg, image_size, placement, **state)
+
+# %% ../../nbs/03_data.pose.ipynb #0636a612
+@patch
+def _to_image(self: PoseClusters, xy, visible, size) -> np.ndarray:
+    "Normalised coordinates (n, 18, 2) and visibility (n, 18) -> poses (n, 18, 3) in pixels of `size`."
+    H, W = self.image_size if size is None else size
+    if self.config.normalize:
+        cx, cy, s = self.placement
+        centre, scale = np.array([cx * W, cy * H]) - 0.5, s * H
+        pix = xy * scale + centre
+    else: pix = xy * np.array([W, H]) - 0.5
+    return np.concatenate([pix, np.asarray(visible, np.float64)[..., None]], -1).astype(np.float32)
+
+@patch
+def centres(self: PoseClusters, size=None) -> np.ndarray:
+    "The cluster-centre poses (k, 18, 3) (per-joint mode: (joint_k, 18, 3)) in pixels of `size` (H, W)."
+    st = self.state
+    if self.config.mode == "full": return self._to_image(st["means"], st["visible_fraction"] >= 0.5, size)
+    xy = st["means"].transpose(1, 0, 2)                                 # (joint_k, 18, 2)
+    return self._to_image(xy, np.broadcast_to(st["visible_fraction"] >= 0.5, xy.shape[:2]), size)
+
+# %% ../../nbs/03_data.pose.ipynb #3f7de881
+@patch
+def sample(self: PoseClusters, n: int, rng=None, size=None) -> np.ndarray:
+    "`n` poses (n, 18, 3) in pixels of `size`: drawn from the GMM, or centres drawn by weight (k-means)."
+    rng, st = _rng(rng), self.state
+    if self.config.mode == "full":
+        comp = rng.choice(len(st["weights"]), size=n, p=st["weights"] / st["weights"].sum())
+        xy = st["means"].reshape(len(st["weights"]), -1)[comp]
+        if st["covs"] is not None:
+            L = np.linalg.cholesky(st["covs"])
+            xy = xy + np.einsum("nij,nj->ni", L[comp], rng.standard_normal(xy.shape))
+        return self._to_image(xy.reshape(n, NUM_KEYPOINTS, 2), st["visible_fraction"][comp] >= 0.5, size)
+    xy = np.empty((n, NUM_KEYPOINTS, 2))
+    for j in range(NUM_KEYPOINTS):
+        w = st["weights"][j]
+        comp = rng.choice(len(w), size=n, p=w / w.sum())
+        xy[:, j] = st["means"][j][comp]
+        if st["covs"] is not None:
+            xy[:, j] += np.einsum("nij,nj->ni", np.linalg.cholesky(st["covs"][j])[comp], rng.standard_normal((n, 2)))
+    return self._to_image(xy, np.broadcast_to(st["visible_fraction"] >= 0.5, (n, NUM_KEYPOINTS)), size)
+
+# %% ../../nbs/03_data.pose.ipynb #e16c66c9
+@patch
+def assign(self: PoseClusters, poses, image_size=None) -> np.ndarray:
+    """Cluster of each pose (N,) (full-body) or of each joint (N, 18) (per-joint), from visible joints only;
+    -1 where there is nothing to assign. `image_size` of the poses matters only with `normalize=False`."""
+    P, _ = _poses_np(poses, "PoseClusters.assign poses")
+    normed = normalize_poses(P)[0] if self.config.normalize else _fraction_poses(P, image_size or self.image_size)
+    xy, vis = normed[..., :2].astype(np.float64), normed[..., 2] > 0
+    st = self.state
+    if self.config.mode == "full":
+        mask = np.repeat(vis, 2, axis=1)
+        scores = _component_scores(np.where(vis[..., None], xy, 0).reshape(len(P), -1), mask, st["weights"],
+                                   st["means"].reshape(len(st["weights"]), -1), st["covs"])
+        return np.where(vis.any(1), scores.argmax(1), -1)
+    labels = np.full((len(P), NUM_KEYPOINTS), -1)
+    for j in range(NUM_KEYPOINTS):
+        rows = np.flatnonzero(vis[:, j])
+        if len(rows):
+            covs = None if st["covs"] is None else st["covs"][j]
+            labels[rows, j] = _component_scores(xy[rows, j], np.ones((len(rows), 2), bool), st["weights"][j],
+                                                st["means"][j], covs).argmax(1)
+    return labels
 
 # %% ../../nbs/03_data.pose.ipynb #9e6024c0
 # MediaPipe Pose landmark indices averaged into each COCO-18 keypoint (11 / 12 = left / right shoulder).
@@ -635,6 +684,7 @@ def mediapipe_landmarks_to_coco18(landmarks, width: int, height: int, threshold:
     pose[..., 2] = visibility > threshold
     return pose
 
+# %% ../../nbs/03_data.pose.ipynb #3ec363d3
 class MediapipePoseEstimator:
     "COCO-18 poses from RGB images with MediaPipe Pose (the `pose` extra). Call it on an (H, W, 3) uint8 RGB image."
     def __init__(self, model_complexity: int = 1, min_detection_confidence: float = 0.5, threshold: float = 0.5):
