@@ -67,6 +67,7 @@ def _valid_filter(n: int, g: Tensor) -> Tensor:
     cols = torch.arange(m)[:, None] + torch.arange(k)[None]
     return torch.zeros(m, n, dtype=g.dtype).scatter_(1, cols, g.expand(m, k).contiguous())
 
+# %% ../nbs/36_codes_metrics.ipynb #6d8d9df5
 def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window_size: int = 11, sigma: float = 1.5,
          k1: float = 0.01, k2: float = 0.03, chunk: int = 32) -> Tensor:
     """Mean SSIM (Wang et al. 2004) of each image pair, computed in float64: (B,) for (B, C, H, W) inputs, a 0-d tensor
@@ -91,6 +92,7 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window_size: int = 11, s
     res = torch.cat(out) if out else x.new_zeros(0)
     return res[0] if single else res
 
+# %% ../nbs/36_codes_metrics.ipynb #31b943d0
 def l1_error(x: Tensor, y: Tensor) -> Tensor:
     "Mean absolute difference of each image pair: (B,) for (B, C, H, W) inputs, a 0-d tensor for (C, H, W)."
     x, y, single = _pairs(x, y, "l1_error")
@@ -125,6 +127,7 @@ def _feature_array(f, name: str) -> np.ndarray:
     if not np.isfinite(a).all(): raise ValueError(f"{name} contains NaN or infinite values")
     return a
 
+# %% ../nbs/36_codes_metrics.ipynb #a05e6d0b
 def frechet_distance(feats_real, feats_fake) -> float:
     "Fréchet distance between Gaussians fitted to two sets of (N, F) features (the FID formula)."
     a, b = _feature_array(feats_real, "feats_real"), _feature_array(feats_fake, "feats_fake")
@@ -169,6 +172,7 @@ def reid_feature_extractor(model, size=None, normalization: str | None = None, f
 
 INCEPTION_WEIGHTS_FILE = "inception_v3_google-0cc3c7bd.pth"   # torchvision's Inception_V3_Weights.IMAGENET1K_V1
 
+# %% ../nbs/36_codes_metrics.ipynb #b91b566a
 def find_inception_weights(weights=None) -> Path:
     "The Inception-v3 weights file: `weights` (a path) or torch hub's cache; never downloads."
     if weights is not None:
@@ -184,6 +188,7 @@ def find_inception_weights(weights=None) -> Path:
             f"there or pass its path; or use the re-ID extractor (the default), which needs no download")
     return path
 
+# %% ../nbs/36_codes_metrics.ipynb #f98c63a7
 def inception_feature_extractor(weights=None, device="cpu", batch_size: int = 32) -> Callable[[Tensor], Tensor]:
     "[0, 1] images -> torchvision Inception-v3's 2048-d pool features at 299x299 (weights: a path or the hub cache)."
     from torchvision.models import inception_v3
@@ -204,6 +209,7 @@ def inception_feature_extractor(weights=None, device="cpu", batch_size: int = 32
     extract.name = "inception_v3"
     return extract
 
+# %% ../nbs/36_codes_metrics.ipynb #c786e813
 def resolve_extractor(extractor, device="cpu") -> Callable[[Tensor], Tensor]:
     "A feature extractor from a model with `.embed` (its re-ID feature), 'inception', or a callable (kept)."
     if isinstance(extractor, str):
@@ -248,6 +254,7 @@ def _factor_row(factors, name: str):
     if len(rows) != 1: raise KeyError(f"image {name!r}: {len(rows)} rows in the factor table (expected 1)")
     return rows.iloc[0]
 
+# %% ../nbs/36_codes_metrics.ipynb #9f20fbf6
 def swap_ground_truth(factors, name_a: str, name_b: str, size=(128, 64), supersample: int = 2, body: str = "a",
                       jpeg_quality: int | None = 95) -> np.ndarray:
     """The uint8 (H, W, 3) image the swap (a's appearance, b's structure) should give: a's identity (body height and
@@ -285,6 +292,7 @@ class EvalImages:
         where = {n: i for i, n in enumerate(self.names)}
         return [where[n] for n in names]
 
+# %% ../nbs/36_codes_metrics.ipynb #088bed4c
 def load_test_images(data_root, size=None, factors=None) -> EvalImages:
     "Every test-identity image of the SynthReID dataset at `data_root`, at `size` (None: as stored)."
     root, _ = _check_synthreid(data_root)
@@ -306,6 +314,7 @@ class SwapSet:
     body: str = "a"
     def __len__(self): return len(self.names_a)
 
+# %% ../nbs/36_codes_metrics.ipynb #961ec5ab
 def load_swap_set(data_root, num_pairs: int = 64, seed: int = 0, size=None, body: str = "a", factors=None,
                   test_images: EvalImages | None = None) -> SwapSet:
     "Seeded pairs of the SynthReID dataset at `data_root`, their images and swap ground truths at `size`."
@@ -341,6 +350,7 @@ def _check_decoded(model, out, inputs):
         raise ValueError(f"{type(model).__name__}.decode returned {shape} for inputs of shape {tuple(inputs.shape)}; "
                          f"the metrics need images of the input's shape")
 
+# %% ../nbs/36_codes_metrics.ipynb #cdc8e017
 def generate_swaps(model, images_a: Tensor, images_b: Tensor, normalization: str = "imagenet", batch_size: int = 32,
                    device="cpu") -> Tensor:
     "decode(swap(encode(a), encode(b))) of [0, 1] or uint8 images, returned in [0, 1] on the CPU."
@@ -404,6 +414,7 @@ def ssim_diversity(groups: Sequence[Tensor]) -> float:
     "Mean over groups of 1 - mean pairwise SSIM (0: every group's images are identical)."
     return 1.0 - intra_identity_ssim(groups)
 
+# %% ../nbs/36_codes_metrics.ipynb #008fdcac
 def diversity_plan(pids: Sequence[int], num_ids: int = 32, k: int = 4, seed: int = 0) -> list[dict]:
     """For up to `num_ids` identities with >= 2 images: `real`, up to `k` of its image indices, and `structure`, as
     many indices of images of other identities; the generated group is real[0]'s appearance on each structure."""
@@ -534,6 +545,7 @@ def evaluate_disentanglement(model, data_root, reid_model=None, num_pairs: int =
         out["figure"] = str(figure)
     return out | {"seconds": round(time.perf_counter() - start, 2)}
 
+# %% ../nbs/36_codes_metrics.ipynb #1ff4a585
 _NO_REID = "identity retention needs an independent re-ID model (reid_model / --reid-run): reported as null"
 _NO_FID = "FID needs a feature extractor (reid_model, or fid_extractor='inception' with its weights): reported as null"
 
