@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 import numpy as np
 import torch
+from fastcore.basics import patch
 from PIL import Image as PILImage
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
-from ..core import Config
+from ..core import IMAGENET_MEAN, IMAGENET_STD, Config, derived_seed
 from .datasets import ImageRecord, ReIDDataset
 from . import pose as pose_lib
 from .pose import FLIP_PERMUTATION, MISSING, NUM_KEYPOINTS, check_pose, missing_pose
@@ -22,11 +23,10 @@ import torchvision.transforms.v2.functional as TF
 from torchvision import tv_tensors
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'HEATMAP_OPTIONS', 'SAMPLERS', 'KeypointFlags', 'CentredResize', 'PoseHorizontalFlip',
-           'RandomErasing', 'TransformConfig', 'build_train_transform', 'build_test_transform',
-           'transform_image_and_pose', 'load_image', 'ReIDImageDataset', 'PairDataset', 'EpochSampler', 'PKSampler',
-           'PositivePairSampler', 'VerificationPairSampler', 'ShuffleSampler', 'LoaderConfig', 'build_train_loader',
-           'build_test_loaders']
+__all__ = ['HEATMAP_OPTIONS', 'SAMPLERS', 'KeypointFlags', 'CentredResize', 'PoseHorizontalFlip', 'RandomErasing',
+           'TransformConfig', 'build_train_transform', 'build_test_transform', 'transform_image_and_pose', 'load_image',
+           'ReIDImageDataset', 'PairDataset', 'EpochSampler', 'PKSampler', 'PositivePairSampler',
+           'VerificationPairSampler', 'ShuffleSampler', 'LoaderConfig', 'build_train_loader', 'build_test_loaders']
 
 # %% ../../nbs/06_data.loaders.ipynb #d5d531d8
 class KeypointFlags(tv_tensors.TVTensor):
@@ -61,9 +61,6 @@ class RandomErasing(T.RandomErasing):
         return super()._call_kernel(functional, inpt, *args, **kwargs)
 
 # %% ../../nbs/06_data.loaders.ipynb #c1a4da31
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 @dataclass
 class TransformConfig(Config):
     "Image transforms of the loaders; defaults are the common re-ID recipe at 256×128."
@@ -88,6 +85,7 @@ class TransformConfig(Config):
         if self.pad < 0 or self.color_jitter < 0:
             raise ValueError(f"TransformConfig.pad and color_jitter must be >= 0, got {self.pad}, {self.color_jitter}")
 
+# %% ../../nbs/06_data.loaders.ipynb #8971219d
 def _to_float_normalized(cfg: TransformConfig) -> list:
     steps = [T.ToDtype(torch.float32, scale=True)]
     if cfg.normalize: steps.append(T.Normalize(list(cfg.mean), list(cfg.std)))
@@ -156,6 +154,7 @@ def _heatmap_options(heatmaps) -> dict | None:
         return dict(heatmaps)
     raise TypeError(f"heatmaps must be a bool or a dict of {list(HEATMAP_OPTIONS)}, got {type(heatmaps).__name__}")
 
+# %% ../../nbs/06_data.loaders.ipynb #c38c9f19
 class ReIDImageDataset(Dataset):
     "One split of records as dicts of a transformed image, its ids, and optionally keypoints and pose heatmaps."
     def __init__(self, records: Sequence[ImageRecord], transform=None, keypoints: dict | None = None,
@@ -177,46 +176,54 @@ class ReIDImageDataset(Dataset):
 
     def __len__(self): return len(self.records)
 
-    def image_path(self, index: int) -> Path:
-        path = Path(self.records[index].path)
-        return path if path.is_absolute() or self.root is None else self.root / path
+# %% ../../nbs/06_data.loaders.ipynb #4e4ff097
+@patch
+def image_path(self: ReIDImageDataset, index: int) -> Path:
+    path = Path(self.records[index].path)
+    return path if path.is_absolute() or self.root is None else self.root / path
 
-    def pose(self, index: int) -> np.ndarray | None:
-        "The record's (18, 3) pose in original image coordinates (None when the dataset has no keypoints)."
-        if self.keypoints is None: return None
-        pose = self.keypoints.get(self.records[index].path)
-        return missing_pose() if pose is None else check_pose(pose, f"keypoints of {self.records[index].path!r}")
+@patch
+def pose(self: ReIDImageDataset, index: int) -> np.ndarray | None:
+    "The record's (18, 3) pose in original image coordinates (None when the dataset has no keypoints)."
+    if self.keypoints is None: return None
+    pose = self.keypoints.get(self.records[index].path)
+    return missing_pose() if pose is None else check_pose(pose, f"keypoints of {self.records[index].path!r}")
 
-    def _next_seed(self) -> int:
-        info = get_worker_info()
-        if info is not None and self._worker_seed != info.seed:  # workers start with copies of one generator
-            self._worker_seed = info.seed
-            self.reseed(info.seed)
-        return int(torch.randint(0, 2**62, (), generator=self._generator).item())
+# %% ../../nbs/06_data.loaders.ipynb #2f3b6cc8
+@patch
+def _next_seed(self: ReIDImageDataset) -> int:
+    info = get_worker_info()
+    if info is not None and self._worker_seed != info.seed:  # workers start with copies of one generator
+        self._worker_seed = info.seed
+        self.reseed(info.seed)
+    return int(torch.randint(0, 2**62, (), generator=self._generator).item())
 
-    def __getitem__(self, index: int) -> dict:
-        index = int(index)
-        record = self.records[index]
-        image = load_image(self.image_path(index))
-        seed = self._next_seed()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            image, pose = transform_image_and_pose(self.transform, image, self.pose(index))
-        item = dict(image=image, pid=record.pid, camid=record.camid, index=index, path=str(record.path))
-        if pose is not None: item["keypoints"] = pose
-        if self.heatmap_options is not None:
-            item["heatmap"] = self._heatmap(pose, tuple(image.shape[-2:]), seed)
-        return item
+@patch
+def __getitem__(self: ReIDImageDataset, index: int) -> dict:
+    index = int(index)
+    record = self.records[index]
+    image = load_image(self.image_path(index))
+    seed = self._next_seed()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        image, pose = transform_image_and_pose(self.transform, image, self.pose(index))
+    item = dict(image=image, pid=record.pid, camid=record.camid, index=index, path=str(record.path))
+    if pose is not None: item["keypoints"] = pose
+    if self.heatmap_options is not None:
+        item["heatmap"] = self._heatmap(pose, tuple(image.shape[-2:]), seed)
+    return item
 
-    def _heatmap(self, pose: torch.Tensor, image_size: tuple[int, int], seed: int) -> torch.Tensor:
-        opts = dict(self.heatmap_options)
-        size = tuple(opts.pop("size", image_size))
-        pose = pose.clone()
-        if size != image_size:  # rescale about pixel centres, as CentredResize
-            scale = torch.tensor([size[1] / image_size[1], size[0] / image_size[0]])
-            known = pose[:, 2] > 0
-            pose[known, :2] = (pose[known, :2] + 0.5) * scale - 0.5
-        return pose_lib.pose_to_heatmaps(pose, size, generator=torch.Generator().manual_seed(seed), **opts)
+# %% ../../nbs/06_data.loaders.ipynb #26f343ff
+@patch
+def _heatmap(self: ReIDImageDataset, pose: torch.Tensor, image_size: tuple[int, int], seed: int) -> torch.Tensor:
+    opts = dict(self.heatmap_options)
+    size = tuple(opts.pop("size", image_size))
+    pose = pose.clone()
+    if size != image_size:  # rescale about pixel centres, as CentredResize
+        scale = torch.tensor([size[1] / image_size[1], size[0] / image_size[0]])
+        known = pose[:, 2] > 0
+        pose[known, :2] = (pose[known, :2] + 0.5) * scale - 0.5
+    return pose_lib.pose_to_heatmaps(pose, size, generator=torch.Generator().manual_seed(seed), **opts)
 
 # %% ../../nbs/06_data.loaders.ipynb #a0f4c413
 class PairDataset(Dataset):
@@ -239,6 +246,10 @@ def _resolve_replicas(num_replicas: int | None, rank: int | None) -> tuple[int, 
                          f"rank={rank}")
     return int(num_replicas), int(rank)
 
+def _round_to_replicas(n: int, num_replicas: int) -> int:
+    "`n` rounded down to a multiple of `num_replicas`, at least `num_replicas`."
+    return max(n // num_replicas, 1) * num_replicas
+
 def _group_by_pid(pids) -> list[np.ndarray]:
     "Indices of each identity (identities in increasing pid order, indices increasing)."
     pids = np.asarray(pids)
@@ -247,6 +258,7 @@ def _group_by_pid(pids) -> list[np.ndarray]:
     _, starts = np.unique(pids[order], return_index=True)
     return np.split(order, starts[1:])
 
+# %% ../../nbs/06_data.loaders.ipynb #170b38e8
 class EpochSampler(Sampler):
     "Base sampler: a seeded, per-epoch list of items split into `num_replicas` disjoint shares."
     def __init__(self, seed: int | None = None, num_replicas: int | None = None, rank: int | None = None):
@@ -271,10 +283,6 @@ class EpochSampler(Sampler):
         items = self.epoch_items(np.random.default_rng([self.seed, self.epoch]))
         self.epoch += 1
         yield from items[self.rank::self.num_replicas]
-
-def _round_to_replicas(n: int, num_replicas: int) -> int:
-    "`n` rounded down to a multiple of `num_replicas`, at least `num_replicas`."
-    return max(n // num_replicas, 1) * num_replicas
 
 # %% ../../nbs/06_data.loaders.ipynb #fd5f9d39
 class PKSampler(EpochSampler):
@@ -301,18 +309,20 @@ class PKSampler(EpochSampler):
                                                                       replace=False)])
         return chunks
 
-    def epoch_items(self, rng: np.random.Generator) -> list[list[int]]:
-        left = [self._chunks(g, rng) for g in self.groups]
-        counts = np.array([len(c) for c in left], dtype=np.float64)
-        batches = []
-        for _ in range(self.epoch_length()):
-            if (counts > 0).sum() < self.P:
-                for g in np.flatnonzero(counts == 0):
-                    left[g] = self._chunks(self.groups[g], rng); counts[g] = len(left[g])
-            chosen = rng.choice(len(self.groups), self.P, replace=False, p=counts / counts.sum())
-            batches.append([int(i) for g in chosen for i in left[g].pop()])
-            counts[chosen] -= 1
-        return batches
+# %% ../../nbs/06_data.loaders.ipynb #c485e039
+@patch
+def epoch_items(self: PKSampler, rng: np.random.Generator) -> list[list[int]]:
+    left = [self._chunks(g, rng) for g in self.groups]
+    counts = np.array([len(c) for c in left], dtype=np.float64)
+    batches = []
+    for _ in range(self.epoch_length()):
+        if (counts > 0).sum() < self.P:
+            for g in np.flatnonzero(counts == 0):
+                left[g] = self._chunks(self.groups[g], rng); counts[g] = len(left[g])
+        chosen = rng.choice(len(self.groups), self.P, replace=False, p=counts / counts.sum())
+        batches.append([int(i) for g in chosen for i in left[g].pop()])
+        counts[chosen] -= 1
+    return batches
 
 # %% ../../nbs/06_data.loaders.ipynb #bd07352f
 class _PartnerMixin:
@@ -336,6 +346,7 @@ class _PartnerMixin:
             if len(other_cam): others = other_cam
         return int(rng.choice(others))
 
+# %% ../../nbs/06_data.loaders.ipynb #f67466c3
 class PositivePairSampler(_PartnerMixin, EpochSampler):
     "Sampler of `(anchor, positive)` index pairs: same pid, different image, another camera when possible."
     def __init__(self, pids: Sequence[int], camids: Sequence[int] | None = None, prefer_other_camera: bool = True,
@@ -424,23 +435,10 @@ def _loader_kwargs(cfg: LoaderConfig, seed: int) -> dict:
     return dict(num_workers=cfg.num_workers, pin_memory=pin, worker_init_fn=_seed_worker,
                 generator=torch.Generator().manual_seed(seed), persistent_workers=cfg.num_workers > 0)
 
-def _derived_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 2)
-
-def build_train_loader(dataset: ReIDDataset, cfg: LoaderConfig | None = None, sampler: str = "pk", *,
-                       heatmaps: bool | dict = False, transform=None, num_replicas: int | None = None,
-                       rank: int | None = None) -> DataLoader:
-    "A DataLoader over `dataset.train` with the named sampler; `transform` defaults to the training pipeline."
-    cfg = cfg or LoaderConfig()
-    if sampler not in SAMPLERS: raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
-    num_replicas, rank = _resolve_replicas(num_replicas, rank)
-    records = dataset.train
-    if not records: raise ValueError(f"dataset {dataset.name!r} has no training images")
-    images = ReIDImageDataset(records, transform or build_train_transform(cfg.transform), dataset.keypoints,
-                              heatmaps, root=dataset.root, seed=_derived_seed(cfg.seed, rank, 1))
+# %% ../../nbs/06_data.loaders.ipynb #04efa384
+def _train_loader(images: ReIDImageDataset, cfg: LoaderConfig, sampler: str, common: dict, kwargs: dict) -> DataLoader:
+    "The DataLoader of the named sampler over `images` (`common`: seed and replicas; `kwargs`: workers...)."
     pids, camids = images.pids, images.camids
-    common = dict(seed=cfg.seed, num_replicas=num_replicas, rank=rank)
-    kwargs = _loader_kwargs(cfg, _derived_seed(cfg.seed, rank, 2))
     if sampler == "pk":
         return DataLoader(images, batch_sampler=PKSampler(pids, cfg.P, cfg.K, **common), **kwargs)
     if sampler == "verification":
@@ -454,6 +452,20 @@ def build_train_loader(dataset: ReIDDataset, cfg: LoaderConfig | None = None, sa
     return DataLoader(data, batch_size=cfg.batch_size, sampler=items, drop_last=len(items) >= cfg.batch_size,
                       **kwargs)
 
+def build_train_loader(dataset: ReIDDataset, cfg: LoaderConfig | None = None, sampler: str = "pk", *,
+                       heatmaps: bool | dict = False, transform=None, num_replicas: int | None = None,
+                       rank: int | None = None) -> DataLoader:
+    "A DataLoader over `dataset.train` with the named sampler; `transform` defaults to the training pipeline."
+    cfg = cfg or LoaderConfig()
+    if sampler not in SAMPLERS: raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
+    num_replicas, rank = _resolve_replicas(num_replicas, rank)
+    if not dataset.train: raise ValueError(f"dataset {dataset.name!r} has no training images")
+    images = ReIDImageDataset(dataset.train, transform or build_train_transform(cfg.transform), dataset.keypoints,
+                              heatmaps, root=dataset.root, seed=derived_seed(cfg.seed, rank, 1))
+    common = dict(seed=cfg.seed, num_replicas=num_replicas, rank=rank)
+    return _train_loader(images, cfg, sampler, common, _loader_kwargs(cfg, derived_seed(cfg.seed, rank, 2)))
+
+# %% ../../nbs/06_data.loaders.ipynb #4204d191
 def build_test_loaders(dataset: ReIDDataset, cfg: LoaderConfig | None = None, *, heatmaps: bool | dict = False,
                        transform=None) -> tuple[DataLoader, DataLoader]:
     "`(query_loader, gallery_loader)` over the records in order, with the test transform."
