@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, NamedTuple
 import numpy as np
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'SPLIT_FOLDERS', 'JUNK_PID', 'DISTRACTOR_PID', 'MARKET_RULE', 'DUKE_RULE', 'CUHK03_NP_RULE',
@@ -59,6 +60,7 @@ class DatasetError(ValueError):
 class DatasetWarning(UserWarning):
     "A custom dataset does something the official protocols forbid, but that can be meant (e.g. a query with no match)."
 
+# %% ../../nbs/05_data.datasets.ipynb #e58f7801
 @dataclass(frozen=True)
 class NamingRule:
     "How a format names its images, and the pids / cameras (1-based, inclusive) it allows."
@@ -73,28 +75,31 @@ class NamingRule:
     @cached_property
     def regex(self) -> re.Pattern: return re.compile(self.pattern)
 
-    def parse(self, name: str, where: str) -> tuple[int, int]:
-        "`(pid, cam)` of the image file `name`; `where` (e.g. 'query/x.jpg') names it in errors."
-        m = self.regex.fullmatch(name)
-        if m is None:
-            raise DatasetError(f"{where}: filename does not match the {self.dataset} naming rule: expected "
-                               f"{self.expected} (e.g. {self.example})")
-        pid, cam = int(m["pid"]), int(m["cam"])
-        if pid == JUNK_PID: return pid, cam
-        if self.pid_range and not self.pid_range[0] <= pid <= self.pid_range[1]:
-            raise DatasetError(f"{where}: pid {pid} is out of range for {self.dataset} (pids {self.pid_range[0]}.."
-                               f"{self.pid_range[1]}, -1 for junk)" + self._hint)
-        lo, hi = self.cam_range or (1, None)
-        if cam < lo or (hi is not None and cam > hi):
-            rng = f"c{lo}..c{hi}" if hi is not None else f"c{lo} and up"
-            raise DatasetError(f"{where}: camera c{cam} is out of range for {self.dataset} (cameras {rng})"
-                               + (self._hint if hi else ""))
-        return pid, cam
-
     @property
     def _hint(self) -> str:
         return "; use format='custom' to skip dataset-specific range checks" if self.custom_hint else ""
 
+# %% ../../nbs/05_data.datasets.ipynb #1c064e46
+@patch
+def parse(self: NamingRule, name: str, where: str) -> tuple[int, int]:
+    "`(pid, cam)` of the image file `name`; `where` (e.g. 'query/x.jpg') names it in errors."
+    m = self.regex.fullmatch(name)
+    if m is None:
+        raise DatasetError(f"{where}: filename does not match the {self.dataset} naming rule: expected "
+                           f"{self.expected} (e.g. {self.example})")
+    pid, cam = int(m["pid"]), int(m["cam"])
+    if pid == JUNK_PID: return pid, cam
+    if self.pid_range and not self.pid_range[0] <= pid <= self.pid_range[1]:
+        raise DatasetError(f"{where}: pid {pid} is out of range for {self.dataset} (pids {self.pid_range[0]}.."
+                           f"{self.pid_range[1]}, -1 for junk)" + self._hint)
+    lo, hi = self.cam_range or (1, None)
+    if cam < lo or (hi is not None and cam > hi):
+        rng = f"c{lo}..c{hi}" if hi is not None else f"c{lo} and up"
+        raise DatasetError(f"{where}: camera c{cam} is out of range for {self.dataset} (cameras {rng})"
+                           + (self._hint if hi else ""))
+    return pid, cam
+
+# %% ../../nbs/05_data.datasets.ipynb #3b518271
 _PID = r"(?P<pid>-1|\d+)_c(?P<cam>\d+)"
 _ANY_EXT = r"\.(?i:jpe?g|png|bmp)"
 MARKET_RULE = NamingRule("Market-1501", _PID + r"s\d+_\d+_\d+\.jpg", "<pid>_c<cam>s<seq>_<frame>_<box>.jpg",
@@ -151,21 +156,7 @@ def _find_dataset_folder(root: Path, candidates: list[str], required: list[str],
     places = ", ".join(str(root / c) if c else str(root) for c in candidates)
     raise DatasetError(f"{root}: no {what} dataset found: looked for {names(required)} in {places}")
 
-def _read_market_style(folder: Path, name: str, rule: NamingRule, extra: dict | None = None) -> ReIDDataset:
-    "A ReIDDataset from `folder/{bounding_box_train,query,bounding_box_test}` named by `rule`."
-    splits = {}
-    for split, sub in SPLIT_FOLDERS.items():
-        records = scan_split(folder / sub, rule, sub)
-        if not records:
-            raise DatasetError(f"{folder / sub}: no images - expected files named like {rule.example}")
-        splits[split] = records
-    train, train_pids = relabel_train([r for r in splits["train"] if r.pid != DISTRACTOR_PID])
-    if not train: raise DatasetError(f"{folder / 'bounding_box_train'}: only distractor (0000) images")
-    ds = ReIDDataset(name, folder, train, splits["query"], splits["gallery"],
-                     extra=dict(train_pids=train_pids, **(extra or {})))
-    if (folder / "keypoints").is_dir(): _attach_keypoints(ds, folder / "keypoints", required=False)
-    return ds
-
+# %% ../../nbs/05_data.datasets.ipynb #b0d3e6f8
 def _attach_keypoints(ds: ReIDDataset, kp_dir: Path, required: bool):
     "Set `ds.keypoints[record.path]` from `kp_dir/<split folder>.csv` (rows keyed by file name or `<split>/<file>`)."
     from reid_workbench.data.pose import read_keypoints_csv
@@ -184,6 +175,21 @@ def _attach_keypoints(ds: ReIDDataset, kp_dir: Path, required: bool):
             if pose is not None: keypoints[r.path] = pose
             elif required: raise DatasetError(f"{csv_path}: no keypoints row for {sub}/{fname}")
     ds.keypoints = keypoints or None
+
+def _read_market_style(folder: Path, name: str, rule: NamingRule, extra: dict | None = None) -> ReIDDataset:
+    "A ReIDDataset from `folder/{bounding_box_train,query,bounding_box_test}` named by `rule`."
+    splits = {}
+    for split, sub in SPLIT_FOLDERS.items():
+        records = scan_split(folder / sub, rule, sub)
+        if not records:
+            raise DatasetError(f"{folder / sub}: no images - expected files named like {rule.example}")
+        splits[split] = records
+    train, train_pids = relabel_train([r for r in splits["train"] if r.pid != DISTRACTOR_PID])
+    if not train: raise DatasetError(f"{folder / 'bounding_box_train'}: only distractor (0000) images")
+    ds = ReIDDataset(name, folder, train, splits["query"], splits["gallery"],
+                     extra=dict(train_pids=train_pids, **(extra or {})))
+    if (folder / "keypoints").is_dir(): _attach_keypoints(ds, folder / "keypoints", required=False)
+    return ds
 
 # %% ../../nbs/05_data.datasets.ipynb #89bcd398
 MARKET_FOLDERS = ["", "Market-1501-v15.09.15", "market1501", "market1501/Market-1501-v15.09.15", "Market-1501"]
@@ -214,6 +220,7 @@ def load_custom(root) -> ReIDDataset:
     "Any Market-style folder (`<pid>_c<cam>...` names, any number of cameras, no dataset-specific range checks)."
     return _read_market_style(_find_dataset_folder(root, [""], _SPLIT_DIRS, "Market-style"), "custom", CUSTOM_RULE)
 
+# %% ../../nbs/05_data.datasets.ipynb #3e599c01
 def load_synthreid(root) -> ReIDDataset:
     "SynthReID: a Market layout with `synthreid.json`, keypoints CSVs (attached) and `factors.csv` (in `extra`)."
     import pandas as pd
@@ -245,6 +252,7 @@ def _read_msmt17_list(list_path: Path, image_dir: Path) -> list[ImageRecord]:
     if not records: raise DatasetError(f"{list_path}: empty list file")
     return records
 
+# %% ../../nbs/05_data.datasets.ipynb #f4e74949
 def load_msmt17(root, msmt17_include_val: bool = False) -> ReIDDataset:
     """MSMT17 V1 (`train/`, `test/`) or V2 (`mask_train_v2/`, `mask_test_v2/`) from its list files; train is
     `list_train.txt` (+ `list_val.txt` with `msmt17_include_val=True`). Files are checked by `check_data`, not here."""
@@ -282,6 +290,7 @@ DATASET_FORMATS = {f.key: f for f in [
     DatasetFormat("custom", "custom Market-style folder", load_custom, official=False),
     DatasetFormat("synthreid", "SynthReID", load_synthreid)]}
 
+# %% ../../nbs/05_data.datasets.ipynb #ca2b5adb
 def _has_splits(folder: Path, sub: str = "") -> bool:
     "Whether `folder/sub` holds any of the three split folders (the loader then names missing ones)."
     return any((folder / sub / d).is_dir() for d in _SPLIT_DIRS)
@@ -305,6 +314,7 @@ def detect_format(root) -> str:
         f"(market1501), and {', '.join(d + '/' for d in _SPLIT_DIRS)} directly in the folder (custom); "
         f"pass format= one of {', '.join(DATASET_FORMATS)} to read it as a given format")
 
+# %% ../../nbs/05_data.datasets.ipynb #7731bd4e
 def load_dataset(root, format: str = "auto", **opts) -> ReIDDataset:
     """The dataset at `root` as train / query / gallery records. `format`: 'auto' or one of `DATASET_FORMATS`;
     options: `cuhk03_variant` ('labeled' | 'detected') for cuhk03, `msmt17_include_val` for msmt17."""
@@ -340,10 +350,36 @@ def verify_dataset_images(ds: ReIDDataset, sample: int | None = None, progress: 
         except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
             raise DatasetError(f"{_relpath(path, ds.root)}: unreadable image ({type(e).__name__}: {e})") from None
 
+# %% ../../nbs/05_data.datasets.ipynb #7f946c26
 def _problem(msg: str, strict: bool):
     if strict: raise DatasetError(msg)
-    warnings.warn(msg, DatasetWarning, stacklevel=3)
+    warnings.warn(msg, DatasetWarning, stacklevel=4)
 
+def _check_queries_matched(ds: ReIDDataset, strict: bool):
+    "Every query pid must have an image in the gallery."
+    gallery_pids = {r.pid for r in ds.gallery}
+    unmatched = {}
+    for r in ds.query:
+        if r.pid not in gallery_pids: unmatched.setdefault(r.pid, r.path)
+    if unmatched:
+        pid, path = min(unmatched.items())
+        _problem(f"{_relpath(path, ds.root)}: query pid {pid} has no image in the gallery (every query identity must "
+                 f"appear in the gallery; {len(unmatched)} query pid(s) without a match)", strict)
+
+def _check_disjoint(ds: ReIDDataset, strict: bool):
+    "Train and test identities must differ (distractor 0000 aside)."
+    first_path = {}
+    for r in ds.query + ds.gallery: first_path.setdefault(r.pid, r.path)
+    train_pids = ds.extra.get("train_pids", [])
+    overlap = sorted(set(train_pids) & set(first_path) - {DISTRACTOR_PID})
+    if overlap:
+        pid = overlap[0]
+        train_path = next(r.path for r in ds.train if train_pids[r.pid] == pid)
+        _problem(f"{_relpath(train_path, ds.root)}: pid {pid} is in train and in test "
+                 f"({_relpath(first_path[pid], ds.root)}); train and test identities must be disjoint, except "
+                 f"distractor 0000 ({len(overlap)} shared pid(s))", strict)
+
+# %% ../../nbs/05_data.datasets.ipynb #18a27b86
 def check_data(root, format: str = "auto", verify_images: bool = True, *, sample: int | None = None,
                progress: bool = True, strict: bool | None = None, **opts) -> dict:
     """Validate the dataset at `root` and return `ReIDDataset.stats()`; raises `DatasetError` naming the file and
@@ -356,23 +392,6 @@ def check_data(root, format: str = "auto", verify_images: bool = True, *, sample
     else:
         for r in ds.train + ds.query + ds.gallery:
             if not os.path.isfile(r.path): raise DatasetError(f"{_relpath(r.path, ds.root)}: missing image file")
-    gallery_pids = {r.pid for r in ds.gallery}
-    unmatched = {}
-    for r in ds.query:
-        if r.pid not in gallery_pids: unmatched.setdefault(r.pid, r.path)
-    if unmatched:
-        pid, path = min(unmatched.items())
-        _problem(f"{_relpath(path, ds.root)}: query pid {pid} has no image in the gallery (every query identity must "
-                 f"appear in the gallery; {len(unmatched)} query pid(s) without a match)", strict)
-    if fmt.shared_pid_space:
-        first_path = {}
-        for r in ds.query + ds.gallery: first_path.setdefault(r.pid, r.path)
-        train_pids = ds.extra.get("train_pids", [])
-        overlap = sorted(set(train_pids) & set(first_path) - {DISTRACTOR_PID})
-        if overlap:
-            pid = overlap[0]
-            train_path = next(r.path for r in ds.train if train_pids[r.pid] == pid)
-            _problem(f"{_relpath(train_path, ds.root)}: pid {pid} is in train and in test "
-                     f"({_relpath(first_path[pid], ds.root)}); train and test identities must be disjoint, except "
-                     f"distractor 0000 ({len(overlap)} shared pid(s))", strict)
+    _check_queries_matched(ds, strict)
+    if fmt.shared_pid_space: _check_disjoint(ds, strict)
     return ds.stats()
