@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_training.ipynb #d9cc7db9
 from __future__ import annotations
-import contextlib, inspect, io, json, logging, math, os, random, re, sys, time
+import contextlib, hashlib, inspect, io, json, logging, math, os, random, re, sys, time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +20,9 @@ from .core import (IN_TEST, CheckpointError, Config, atomic_write_bytes, atomic_
                                  derived_seed, get_device, load_checkpoint, save_checkpoint, seed_everything)
 
 # %% auto #0
-__all__ = ['SAMPLER_NAMES', 'Stage', 'TrainingDiverged', 'TrainerConfig', 'StepContext', 'Method', 'DatasetLoaderFactory',
-           'load_model_state', 'Trainer', 'run_info', 'run_data_root']
+__all__ = ['SAMPLER_NAMES', 'LOCK_NAME', 'Stage', 'TrainingDiverged', 'TrainerConfig', 'StepContext', 'Method',
+           'DatasetLoaderFactory', 'load_model_state', 'dataset_fingerprint', 'Trainer', 'run_info', 'run_data_root',
+           'RunFolderError', 'run_differences', 'run_lock']
 
 # %% ../nbs/30_training.ipynb #e423b2ce
 SAMPLER_NAMES = ("pk", "pair", "verification", "random")
@@ -249,6 +250,14 @@ def _check_stages(stages) -> list[Stage]:
     if len(set(names)) != len(names): raise ValueError(f"Method.stages(): stage names must be unique, got {names}")
     return stages
 
+def dataset_fingerprint(dataset) -> dict:
+    "What binds a run to its data: the root, the split sizes and a digest of the training records (file, id, camera)."
+    rows = sorted(f"{Path(r.path).name}\t{r.pid}\t{r.camid}" for r in dataset.train)
+    return {"root": str(Path(dataset.root).resolve()),
+            "splits": {split: len(getattr(dataset, split)) for split in ("train", "query", "gallery")},
+            "train_ids": len({r.pid for r in dataset.train}),
+            "train_digest": hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]}
+
 def _train_factory(train_data, loader_config=None, data_info: dict | None = None) -> tuple[Callable, dict, set]:
     "(loader factory, data description, the keywords the factory takes) of the Trainer's train data."
     if callable(train_data):
@@ -256,7 +265,7 @@ def _train_factory(train_data, loader_config=None, data_info: dict | None = None
         data_info = data_info or {"loader_factory": getattr(train_data, "__qualname__", type(train_data).__name__)}
     else:
         factory = DatasetLoaderFactory(train_data, loader_config)
-        data_info = data_info or factory.describe()
+        data_info = {**(data_info or factory.describe()), "fingerprint": dataset_fingerprint(train_data)}
     try: params = inspect.signature(factory).parameters
     except (TypeError, ValueError): params = {}
     takes = {k for k in ("num_replicas", "rank", "stage_index") if k in params
@@ -500,13 +509,103 @@ def _progress(self: Trainer, loader, stage: Stage, epoch: int):
     desc = f"{stage.name} [{self.stage_index + 1}/{len(self.stages)}] epoch {epoch + 1}/{stage.epochs}"
     return tqdm(total=total, desc=desc, disable=not on, leave=True, dynamic_ncols=True)
 
+# %% ../nbs/30_training.ipynb #b239afff
+def run_info(run_dir) -> dict:
+    "The run's `config.json` as a dict (clear errors when the folder is missing or is not a run)."
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not run_dir.is_dir(): raise FileNotFoundError(f"{run_dir}: no such run directory")
+    if not path.is_file(): raise FileNotFoundError(f"{path}: missing - {run_dir} is not a run directory of the Trainer")
+    try: info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(info, dict): raise ValueError(f"{path}: a run's config is a JSON object, not a {type(info).__name__}")
+    kinds = {"method": str, "method_module": str, "method_config": dict, "num_classes": int, "trainer": dict, "data": dict}
+    bad = [f"{k} ({type(info[k]).__name__}, expected {t.__name__})" for k, t in kinds.items()
+           if k in info and not (isinstance(info[k], t) and not isinstance(info[k], bool))]
+    if bad: raise ValueError(f"{path}: malformed run config: {', '.join(bad)}")
+    return info
+
+def run_data_root(run_dir, data=None) -> Path:
+    "`data` if given, else the dataset root the run was trained on (clear errors when neither is there)."
+    if data is not None:
+        if not Path(data).is_dir(): raise FileNotFoundError(f"{data}: no such dataset folder")
+        return Path(data)
+    root = (run_info(run_dir).get("data") or {}).get("root")
+    if not root: raise ValueError(f"{run_dir}: the run does not record its dataset; pass the dataset root (--data)")
+    if not Path(root).is_dir(): raise FileNotFoundError(f"{root}: the dataset of run {run_dir} is not there; pass the dataset root (--data)")
+    return Path(root)
+
+# %% ../nbs/30_training.ipynb #8eb1ca92
+class RunFolderError(ValueError):
+    "The run folder cannot be used for this run (not a run, another run's settings, or in use)."
+
+_RESUME_NEUTRAL = {"trainer.progress", "trainer.device"}
+
+def run_differences(recorded: dict, current: dict, prefix: str = "") -> list[str]:
+    "'key: recorded -> current' for every recorded setting that differs (keys an older run did not record are skipped)."
+    out = []
+    for k in sorted(recorded, key=str):
+        key, a, b = f"{prefix}{k}", recorded[k], current.get(k)
+        if key in _RESUME_NEUTRAL: continue
+        if isinstance(a, dict) and isinstance(b, dict): out += run_differences(a, b, key + ".")
+        elif a != b: out.append(f"{key}: {a!r} -> {b!r}")
+    return out
+
+# %% ../nbs/30_training.ipynb #423f0d1d
+LOCK_NAME = ".lock"
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    "Hold the run folder's lock (refuse when another process holds it); released on any exit."
+    try: import fcntl
+    except ImportError: yield; return      # no flock on this system: no lock
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK_NAME, "a") as f:     # never written: a finished run's folder stays byte-identical
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunFolderError(f"{run_dir}: another process is training this run (it holds {LOCK_NAME}); "
+                                 f"wait for it to finish, or use another --out") from None
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+# %% ../nbs/30_training.ipynb #42ad8e03
+def _remove_orphans(run_dir: Path) -> list[Path]:
+    "Remove the temporary files of atomic writes that a crash interrupted (`.<name>.*.tmp`)."
+    orphans = [p for d in (run_dir, run_dir / "checkpoints") if d.is_dir() for p in d.glob(".*.tmp")]
+    for p in orphans: p.unlink(missing_ok=True)
+    return orphans
+
+@patch
+def _run_record(self: Trainer) -> dict:
+    "What config.json records (JSON values, as read back)."
+    return json.loads(json.dumps({
+        "method": self.method.name, "method_module": type(self.method).__module__,
+        "method_config": self.method.config.to_dict(), "trainer": self.config.to_dict(),
+        "data": _plain(self.data_info), "num_classes": self.method.num_classes}))
+
+# %% ../nbs/30_training.ipynb #aa59c3e1
+@patch
+def _claim_run_folder(self: Trainer, accept_changes: bool = False) -> None:
+    "Refuse a folder that is not this run's (see above); remove orphaned temporary files."
+    d, config = self.run_dir, self.run_dir / "config.json"
+    if d.exists() and not d.is_dir(): raise RunFolderError(f"{d}: exists and is not a folder; use another --out")
+    others = [p.name for p in d.iterdir() if p.name != LOCK_NAME] if d.is_dir() else []
+    if others and not config.is_file():
+        raise RunFolderError(f"{d}: holds files ({', '.join(sorted(others)[:3])}{', ...' if len(others) > 3 else ''}) "
+                             f"but no config.json - it is not a run folder; use a new or empty --out")
+    if config.is_file():
+        diffs = run_differences(run_info(d), self._run_record())
+        if diffs and not accept_changes:
+            raise RunFolderError(f"{d}: this run was made with other settings - " + "; ".join(diffs[:6]) +
+                                 ("; ..." if len(diffs) > 6 else "") + ". Use a new --out for a new run, or "
+                                 "--accept-changes to continue this one with the new settings on purpose")
+        if diffs: self._log("continuing with changed settings: " + "; ".join(diffs))
+    for p in _remove_orphans(d): self._log(f"removed {p.name}, left by an interrupted write")
+
 # %% ../nbs/30_training.ipynb #c12a76e6
 @patch
 def _write_config(self: Trainer) -> None:
-    info = {"method": self.method.name, "method_module": type(self.method).__module__,
-            "method_config": self.method.config.to_dict(),
-            "trainer": self.config.to_dict(), "data": _plain(self.data_info), "num_classes": self.method.num_classes}
-    atomic_write_text(self.run_dir / "config.json", json.dumps(info, indent=2))
+    atomic_write_text(self.run_dir / "config.json", json.dumps(self._run_record(), indent=2))
 
 @patch
 def _start_fresh(self: Trainer) -> None:
@@ -735,12 +834,29 @@ def _run(self: Trainer, state: dict | None) -> None:
 
 # %% ../nbs/30_training.ipynb #bf0c5755
 @patch
-def fit(self: Trainer, resume: bool | str = False) -> pd.DataFrame:
-    "Train through every stage (or resume with `resume=True` / `'auto'`); returns the loss log."
+def fit(self: Trainer, resume: bool | str = False, accept_changes: bool = False) -> pd.DataFrame:
+    """Train through every stage (or resume with `resume=True` / `'auto'`); returns the loss log. A finished run
+    resumed with the same settings is left as it is (no file changes); `accept_changes`: see `_claim_run_folder`."""
     if resume not in (True, False, "auto"): raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
+    if resume is True and not self.checkpoint_path.is_file():
+        raise CheckpointError(f"{self.checkpoint_path}: checkpoint file not found, nothing to resume")
+    with run_lock(self.run_dir) if self.is_main else contextlib.nullcontext():
+        if self.is_main: self._claim_run_folder(accept_changes)
+        return self._fit(resume)
+
+@patch
+def _finished(self: Trainer, state: dict) -> bool:
+    "Whether the checkpoint is the end of the last stage as the method now plans it."
+    return int(state["stage_index"]) == len(self.stages) - 1 and int(state["epoch"]) >= self.stages[-1].epochs - 1
+
+@patch
+def _fit(self: Trainer, resume) -> pd.DataFrame:
     self._setup_distributed()
     try:
         state = self._load_resume_state(resume)
+        if state is not None and self._finished(state):
+            self.global_step, self._rows = int(state["global_step"]), self._read_losses(int(state["global_step"]))
+            return self.loss_log
         try:
             if state is None: self._start_fresh()
             else: self._continue_from(state)
@@ -757,23 +873,3 @@ def fit(self: Trainer, resume: bool | str = False) -> pd.DataFrame:
         self._end_stage()
         self._teardown_distributed()
     return self.loss_log
-
-# %% ../nbs/30_training.ipynb #b239afff
-def run_info(run_dir) -> dict:
-    "The run's `config.json` as a dict (clear errors when the folder is missing or is not a run)."
-    run_dir = Path(run_dir)
-    path = run_dir / "config.json"
-    if not run_dir.is_dir(): raise FileNotFoundError(f"{run_dir}: no such run directory")
-    if not path.is_file(): raise FileNotFoundError(f"{path}: missing - {run_dir} is not a run directory of the Trainer")
-    try: return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
-
-def run_data_root(run_dir, data=None) -> Path:
-    "`data` if given, else the dataset root the run was trained on (clear errors when neither is there)."
-    if data is not None:
-        if not Path(data).is_dir(): raise FileNotFoundError(f"{data}: no such dataset folder")
-        return Path(data)
-    root = (run_info(run_dir).get("data") or {}).get("root")
-    if not root: raise ValueError(f"{run_dir}: the run does not record its dataset; pass the dataset root")
-    if not Path(root).is_dir(): raise FileNotFoundError(f"{root}: the dataset of run {run_dir} is not there; pass the dataset root")
-    return Path(root)

@@ -42,7 +42,8 @@ def train(run_dir, resume=False, seed=0, eval_fn=None, trainer_options=None, **m
     method = toy.build_method(seed=seed, **method_options)
     config = TrainerConfig(**{"seed": seed, "log_every": 1, "progress": False, **(trainer_options or {})})
     trainer = Trainer(method, toy.make_factory(), run_dir, config, eval_fn=eval_fn)
-    return trainer, trainer.fit(resume=resume)
+    # these tests change the toy's plan and test hooks (epochs, crash / NaN step) between runs on purpose
+    return trainer, trainer.fit(resume=resume, accept_changes=resume is not False)
 
 
 def assert_same_weights(a: dict, b: dict):
@@ -277,7 +278,7 @@ def test_eval_samples_and_files(tmp_path):
     assert [h["global_step"] for h in metrics["history"]] == [4, 8, 12, 16]
     assert trainer.evaluate()["rank1"] == pytest.approx(0.55)
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert names == ["checkpoints", "config.json", "losses.csv", "metrics.json", "samples", "train.log"]
+    assert names == [".lock", "checkpoints", "config.json", "losses.csv", "metrics.json", "samples", "train.log"]
     samples = sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())
     assert samples == ["gan_e0.png", "gan_e1.png", "id_e0.png", "joint_e0.png"]
     grid = Image.open(tmp_path / "run" / "samples" / "gan_e1.png")
@@ -315,11 +316,12 @@ def test_dataset_path_uses_the_stage_sampler_and_resumes_exactly(tmp_path):
         method = toy.build_method(**options)
         trainer = Trainer(method, dataset, tmp_path / name, TrainerConfig(log_every=1, progress=False),
                           loader_config=loader_config)
-        return trainer, trainer.fit(resume=resume)
+        return trainer, trainer.fit(resume=resume, accept_changes=bool(resume))   # the crash hook is in the config
     straight, log = run("straight", epochs=(1, 2, 0))
     assert len(log) == 5 + 2 * 5  # "id": 20 images / 4; "gan": PK batches of 2 ids x 2 images, 5 per epoch
     config = json.loads((tmp_path / "straight" / "config.json").read_text())
     assert config["data"]["dataset"] == "toy" and config["data"]["loader"]["P"] == 2
+    assert config["data"]["fingerprint"]["splits"]["train"] == 20 and len(config["data"]["fingerprint"]["train_digest"]) == 16
     with pytest.raises(RuntimeError, match="simulated crash"): run("crashed", epochs=(1, 2, 0), crash_at_step=12)
     resumed, resumed_log = run("crashed", resume=True, epochs=(1, 2, 0))
     assert_same_weights(resumed.method.state_dict(), straight.method.state_dict())
