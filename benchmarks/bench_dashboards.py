@@ -21,12 +21,11 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from reid_workbench.codes import StripeColourToy  # noqa: E402
-from reid_workbench.codes_metrics import model_input_size  # noqa: E402
 from reid_workbench.dashboards import (CodeBank, ImageBank, InterpolationDashboard, MonitorDashboard,  # noqa: E402
-                                       PartShuffleDashboard, RetrievalDashboard, SwapDashboard, model_normalization)
+                                       PartShuffleDashboard, RetrievalDashboard, SwapDashboard, input_size_of)
 from reid_workbench.data.synth import SynthConfig, write_synthreid  # noqa: E402
 from reid_workbench.runs import train_run  # noqa: E402
-from reid_workbench.training import load_trained  # noqa: E402
+from reid_workbench.registry import info_of, load_trained  # noqa: E402
 
 ROWS = []
 
@@ -48,11 +47,11 @@ def setter(widget, value):
 
 
 def bench_generative(name: str, model, root: Path, n: int):
-    bank = ImageBank.from_dataset(root, model_input_size(model), model_normalization(model), max_images=64)
+    bank = ImageBank.from_dataset(root, input_size_of(model), info_of(model).normalization, max_images=64)
     start = time.perf_counter()
     codes = CodeBank(model, bank)
     print(f"{name}: encoded {len(bank)} bank images in {time.perf_counter() - start:.2f} s "
-          f"({codes.num_parts} appearance parts, structure {codes.structure_kind})")
+          f"({codes.num_parts} appearance parts, structure {codes.codes.structure_kind})")
     m = len(bank)
 
     swap = SwapDashboard(codes)
@@ -100,9 +99,9 @@ def bench_generative(name: str, model, root: Path, n: int):
 def bench_retrieval(name: str, model, root: Path, n: int):
     start = time.perf_counter()
     dash = RetrievalDashboard(model, root)
-    print(f"{name}: retrieval features of {len(dash.q_pids)} queries and {len(dash.g_pids)} gallery images in "
+    print(f"{name}: retrieval features of {len(dash.session.q_pids)} queries and {len(dash.session.g_pids)} gallery images in "
           f"{time.perf_counter() - start:.2f} s")
-    nq = len(dash.q_pids)
+    nq = len(dash.session.q_pids)
     timed("retrieval: pick a query", name, [setter(dash.query, (7 * k + 1) % nq) for k in range(n + 1)])
     timed("retrieval: toggle re-ranking", name, [setter(dash.rerank, k % 2 == 0) for k in range(1, n + 2)], warmup=3)
     timed("retrieval: toggle the distance", name,

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import importlib.util, os, shutil, signal, socket, subprocess, sys, tempfile, time
 from pathlib import Path
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['APP_NOTEBOOK', 'app_notebook', 'write_app_notebook', 'free_port', 'voila_command', 'AppServer', 'start_app',
@@ -54,6 +55,7 @@ def _check_port(port: int, host: str = "127.0.0.1") -> int:
         except OSError as e: raise ValueError(f"port {port} on {host} is not free ({e.strerror}); choose another with --port") from None
     return port
 
+# %% ../nbs/59_app.ipynb #bc2226e6
 def _check_voila():
     if importlib.util.find_spec("voila") is None:
         raise ModuleNotFoundError("reid-workbench app serves the dashboards with voila, which is not installed: "
@@ -73,6 +75,7 @@ def voila_command(notebook, port: int, open_browser: bool = False) -> list[str]:
             "--Voila.port_retries=0", "--VoilaConfiguration.show_tracebacks=True",
             "--Voila.open_browser=True" if open_browser else "--no-browser"]
 
+# %% ../nbs/59_app.ipynb #23f59a75
 def _children(pid: int) -> list[int]:
     "Direct child processes of `pid` (Linux /proc; empty elsewhere) - voila's kernels run in their own sessions."
     out = []
@@ -86,6 +89,7 @@ def _kill_group(pid: int, sig) -> None:
     try: os.killpg(os.getpgid(pid), sig)
     except (ProcessLookupError, PermissionError): pass
 
+# %% ../nbs/59_app.ipynb #854fc5aa
 class AppServer:
     "A voila process serving a run's dashboards: `url`, `wait_ready()`, `stop()`; a context manager."
     def __init__(self, process: subprocess.Popen, url: str, notebook: Path, log_path: Path | None = None,
@@ -103,33 +107,42 @@ class AppServer:
             with socket.create_connection((host, int(port)), timeout=1): return True
         except OSError: return False
 
-    def wait_ready(self, timeout: float = 60.0) -> AppServer:
-        "Wait until the server answers; a RuntimeError with voila's output when it exits or `timeout` passes."
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"voila exited with status {self.process.returncode}:\n{self.log()[-3000:]}")
-            if self.ready(): return self
-            time.sleep(0.25)
-        raise RuntimeError(f"voila did not answer at {self.url} within {timeout:.0f} s:\n{self.log()[-3000:]}")
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        "Stop voila (SIGTERM to its process group, SIGKILL after `timeout` s) and its kernels; returns its status."
-        p = self.process
-        if p.poll() is None:
-            kernels = _children(p.pid)
-            _kill_group(p.pid, signal.SIGTERM)
-            try: p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(p.pid, signal.SIGKILL)
-                p.wait(timeout)
-            for k in kernels: _kill_group(k, signal.SIGKILL)     # voila shuts them down; this catches stragglers
-        if self._cleanup is not None: shutil.rmtree(self._cleanup, ignore_errors=True)
-        return p.returncode
-
     def __enter__(self): return self
     def __exit__(self, *exc): self.stop()
 
+# %% ../nbs/59_app.ipynb #73b9d263
+@patch
+def wait_ready(self: AppServer, timeout: float = 60.0) -> AppServer:
+    "Wait until the server answers; a RuntimeError with voila's output when it exits or `timeout` passes."
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"voila exited with status {self.process.returncode}:\n{self.log()[-3000:]}")
+        if self.ready(): return self
+        time.sleep(0.25)
+    raise RuntimeError(f"voila did not answer at {self.url} within {timeout:.0f} s:\n{self.log()[-3000:]}")
+
+# %% ../nbs/59_app.ipynb #924f495b
+@patch
+def stop(self: AppServer, timeout: float = 10.0) -> int | None:
+    "Stop voila (SIGTERM to its process group, SIGKILL after `timeout` s) and its kernels; returns its status."
+    p = self.process
+    if p.poll() is None:
+        kernels = _children(p.pid)
+        _kill_group(p.pid, signal.SIGTERM)
+        try: p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(p.pid, signal.SIGKILL)
+            p.wait(timeout)
+        for k in kernels: _kill_group(k, signal.SIGKILL)     # voila shuts them down; this catches stragglers
+    if self._cleanup is not None: shutil.rmtree(self._cleanup, ignore_errors=True)
+    return p.returncode
+
+# %% ../nbs/59_app.ipynb #8aa8cfc4
+def _voila_env() -> dict:
+    return dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
+
+# %% ../nbs/59_app.ipynb #1b080540
 def start_app(run_dir, data_root=None, port: int = 8866, open_browser: bool = False, device: str = "cpu",
               folder=None) -> AppServer:
     "Start voila serving the dashboards of `run_dir` on 127.0.0.1:`port` in the background (its own process group)."
@@ -138,12 +151,12 @@ def start_app(run_dir, data_root=None, port: int = 8866, open_browser: bool = Fa
     work = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="reid-workbench-app-"))
     notebook = write_app_notebook(run_dir, data_root, work, device)
     log_path = work / "voila.log"
-    env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
     with open(log_path, "wb") as log:
         process = subprocess.Popen(voila_command(notebook, port, open_browser), stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, cwd=work, env=env, start_new_session=True)
+                                   stdin=subprocess.DEVNULL, cwd=work, env=_voila_env(), start_new_session=True)
     return AppServer(process, f"http://127.0.0.1:{port}/", notebook, log_path, None if folder is not None else work)
 
+# %% ../nbs/59_app.ipynb #879a9586
 def serve_app(run_dir, data_root=None, port: int = 8866, open_browser: bool = False, device: str = "cpu") -> int:
     """Serve the dashboards of `run_dir` with voila on http://127.0.0.1:`port`/ until Ctrl-C (what
     `reid-workbench app RUN --port P` runs). Returns voila's exit status (0 when stopped with Ctrl-C)."""
@@ -154,8 +167,7 @@ def serve_app(run_dir, data_root=None, port: int = 8866, open_browser: bool = Fa
         notebook = write_app_notebook(run_dir, data_root, work, device)
         print(f"reid-workbench app: serving the dashboards of {run_dir} at http://127.0.0.1:{port}/ (Ctrl-C stops)",
               flush=True)
-        process = subprocess.Popen(voila_command(notebook, port, open_browser), cwd=work,
-                                   env=dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE")))
+        process = subprocess.Popen(voila_command(notebook, port, open_browser), cwd=work, env=_voila_env())
         try: return process.wait()
         except KeyboardInterrupt:   # the terminal sent SIGINT to voila too; give it time to shut its kernels down
             try: process.wait(15)

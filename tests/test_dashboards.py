@@ -1,12 +1,14 @@
 """The dashboards driven headless: set widget values, click buttons, check the state, the numbers shown and the PNG
-bytes. StripeColourToy (and two variants: 8 overlapping parts, keypoint structure) on a tiny SynthReID, a tiny
-baseline trained for one epoch for retrieval, and a one-step DG-Net run when that method is installed."""
+bytes. StripeColourToy (and variants: 8 overlapping parts, keypoint structure, a one-part code) on a tiny SynthReID,
+a tiny baseline trained for one epoch for retrieval, and one-step DG-Net / IS-GAN runs when installed; which
+dashboards `RunDashboards` lists (the registry's `applies_to`)."""
 import datetime
 import importlib.util
 import json
 import threading
 import time
 
+import ipywidgets as W
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,17 +20,22 @@ from reid_workbench.codes_metrics import swap_ground_truth
 from reid_workbench.dashboards import (ALL, Dashboard, ErrorDashboard, ImageBank, ImagePicker,
                                        InterpolationDashboard, MonitorDashboard, PartShuffleDashboard,
                                        RetrievalDashboard, RunDashboards, SwapDashboard, outline_regions, png_array,
-                                       png_bytes, query_scores)
+                                       png_bytes, register_dashboard)
+from reid_workbench.dashboards import core as dashboards_core
 from reid_workbench.data.synth import SynthConfig, load_factors, write_synthreid
 from reid_workbench.metrics import evaluate_rank
+from reid_workbench.registry import MethodInfo, load_trained
 from reid_workbench.runs import train_run
 from reid_workbench.viz import to_pil
 
 
 # ---------------------------------------------------------------- models for the tests
+EIGHT_PART_REGIONS = ((0, .25), (.25, .5), (.5, .75), (.75, 1), (0, .5), (.5, 1), (0, 1), (0, 1))
+
+
 class EightPartToy(StripeColourToy):
     "Like IS-GAN: 8 appearance parts whose regions overlap (4 quarters, 2 halves, 2 globals); decode averages them."
-    part_regions = [(0, .25), (.25, .5), (.5, .75), (.75, 1), (0, .5), (.5, 1), (0, 1), (0, 1)]
+    info = MethodInfo("eight_part_toy", structure_kind="tensor", num_parts=8, part_regions=EIGHT_PART_REGIONS)
 
     def encode(self, images):
         c = super().encode(images)                       # (B, 4, 3) quarter colours
@@ -45,7 +52,7 @@ class EightPartToy(StripeColourToy):
 
 class PoseToy(StripeColourToy):
     "A pose method stand-in: the structure is 18 keypoints (the grey detail travels as a structure extra)."
-    structure_kind = "keypoints"
+    info = MethodInfo("pose_toy", structure_kind="keypoints", num_parts=4)
 
     def encode(self, images):
         c = super().encode(images)
@@ -54,10 +61,22 @@ class PoseToy(StripeColourToy):
         xy = torch.stack([w * (0.3 + 0.4 * (k % 2)), h * (0.1 + 0.8 * k / 17)], -1)
         xy = xy[None] + images.mean((1, 2, 3))[:, None, None]
         pose = torch.cat([xy, torch.ones(b, 18, 1)], -1)
-        return Codes(c.appearance, pose, structure_extra={"detail": c.structure})
+        return Codes(c.appearance, pose, structure_extra={"detail": c.structure}, structure_kind="keypoints")
 
     def decode(self, codes):
         return super().decode(Codes(codes.appearance, codes.structure_extra["detail"]))
+
+
+class OnePartToy(StripeColourToy):
+    "A Disentangler with a one-part appearance code (the mean colour of the whole image)."
+    info = MethodInfo("one_part_toy", structure_kind="tensor", num_parts=1)
+
+    def encode(self, images):
+        c = super().encode(images)
+        return Codes(c.appearance.mean(1, keepdim=True), c.structure)
+
+    def decode(self, codes):
+        return super().decode(Codes(codes.appearance.expand(-1, 4, -1), codes.structure))
 
 
 class BrokenDecoder(StripeColourToy):
@@ -139,7 +158,7 @@ def test_image_picker_clicks_filters_and_pages(bank):
 
 def test_outline_regions_draws_every_overlapping_part():
     image = Image.new("RGB", (64, 128), "white")
-    regions = EightPartToy.part_regions
+    regions = EightPartToy.info.regions()
     out = np.asarray(outline_regions(image, regions, scale=3))
     colours = {tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in
                ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45")}
@@ -278,6 +297,7 @@ def test_part_shuffle_changes_only_the_toggled_rows(toy, bank):
 def test_part_shuffle_with_eight_overlapping_parts(bank):
     dash = PartShuffleDashboard(EightPartToy(), bank)
     assert len(dash.part_toggles) == 8 and dash.ok
+    assert dash.regions == list(EIGHT_PART_REGIONS)           # the model's declared regions, not equal stripes
     assert dash.generated_image.value == dash.reconstruction_image.value
     recon = png_array(dash.reconstruction_image.value)
     dash.part_toggles[4].value = True            # the upper half
@@ -291,7 +311,6 @@ def test_part_shuffle_with_eight_overlapping_parts(bank):
 # ---------------------------------------------------------------- retrieval
 @pytest.fixture(scope="module")
 def retrieval(baseline_run, synth):
-    from reid_workbench.training import load_trained
     return RetrievalDashboard(load_trained(baseline_run), synth)
 
 
@@ -299,15 +318,15 @@ def test_retrieval_ap_matches_evaluate_rank(retrieval):
     dash = retrieval
     assert dash.ok, dash.error_message
     assert dash.sees_button.layout.display == "none"          # the baseline is no Disentangler
-    for i in range(len(dash.q_pids)):
+    s = dash.session
+    for i in range(len(s.q_pids)):
         dash.query.value = i
-        one = evaluate_rank(dash.distances()[i:i + 1], dash.q_pids[i:i + 1], dash.g_pids, dash.q_camids[i:i + 1],
-                            dash.g_camids)
+        one = evaluate_rank(s.distances()[i:i + 1], s.q_pids[i:i + 1], s.g_pids, s.q_camids[i:i + 1], s.g_camids)
         assert dash.current_ap == pytest.approx(one["mAP"], abs=1e-12)
         assert f"AP {one['mAP']:.3f}" in dash.ap_label.value
         assert len(dash.ranking) == 10 and dash.ranked_distances == sorted(dash.ranked_distances)
-    full = evaluate_rank(dash.distances(), dash.q_pids, dash.g_pids, dash.q_camids, dash.g_camids)
-    assert dash.scores().ap.mean() == pytest.approx(full["mAP"])
+    full = evaluate_rank(s.distances(), s.q_pids, s.g_pids, s.q_camids, s.g_camids)
+    assert s.scores().ap.mean() == pytest.approx(full["mAP"])
     assert f"mAP {full['mAP']:.1%}" in dash.summary.value
 
 
@@ -333,23 +352,24 @@ def test_retrieval_toggles_change_the_list(retrieval):
 def test_retrieval_sorting_puts_the_worst_query_first(retrieval):
     dash = retrieval
     dash.sort_by.value = "ap_asc"
-    worst = dash.scores().sort_values("ap").iloc[0]
-    assert dash.table.ap.iloc[0] == dash.scores().ap.min()
+    scores = dash.session.scores(*dash.key)
+    worst = scores.sort_values("ap").iloc[0]
+    assert dash.table.ap.iloc[0] == scores.ap.min()
     assert dash.query_index == int(worst.query) == dash.query.value
     assert dash.query.options[0][1] == int(worst.query)                # the list follows the table
     assert dash.table_html.value.index(worst["name"]) < dash.table_html.value.index(dash.table.name.iloc[1])
     dash.sort_by.value = "ap_desc"
-    assert dash.table.ap.iloc[0] == dash.scores().ap.max()
+    assert dash.table.ap.iloc[0] == scores.ap.max()
     dash.worst_button.click()
     assert dash.query_index == int(worst.query)
     dash.sort_by.value = "index"
-    assert list(dash.table["query"]) == list(range(len(dash.q_pids)))
+    assert list(dash.table["query"]) == list(range(len(dash.session.q_pids)))
 
 
 def test_retrieval_upload(retrieval):
     dash = retrieval
     j = 5
-    content = open(dash.dataset.gallery[j].path, "rb").read()
+    content = open(dash.session.dataset.gallery[j].path, "rb").read()
     dash.upload.value = _upload("mine.jpg", content, "image/jpeg")
     assert dash.ok, dash.error_message
     assert dash.query_index is None and dash.ranking[0] == j and dash.ranked_distances[0] < 1e-4
@@ -371,21 +391,22 @@ def test_retrieval_shows_what_a_disentangler_sees(toy, synth):
     dash.sees_button.click()
     assert dash.ok, dash.error_message
     assert dash.sees_image.value and dash.sees_image.layout.display is None
-    q = dash._model_input(dash._thumb(dash.dataset.query[2].path))
-    hit = dash._model_input(dash._thumb(dash.dataset.gallery[dash.ranking[0]].path))
+    s = dash.session
+    q = s.model_input(s.thumb(s.dataset.query[2].path))[None]
+    hit = s.model_input(s.thumb(s.dataset.gallery[dash.ranking[0]].path))[None]
     expect = to_pil(toy.decode(swap(toy.encode(q), toy.encode(hit)))[0])
     np.testing.assert_array_equal(np.asarray(dash.model_sees), np.asarray(expect))
     dash.query.value = 3                                           # a new query clears the picture
     assert dash.sees_image.value == b""
 
 
-def test_query_scores_equal_evaluate_rank_per_query():
+def test_per_query_scores_equal_evaluate_rank_query_by_query():
     rng = np.random.default_rng(0)
     d = rng.random((30, 60)).astype(np.float32)
     d[:, 7] = d[:, 8]                                               # ties rank by gallery index
     qp, gp = rng.integers(1, 8, 30), rng.integers(0, 8, 60)
     qc, gc = rng.integers(0, 3, 30), rng.integers(0, 3, 60)
-    s = query_scores(d, qp, gp, qc, gc, chunk=7)
+    s = evaluate_rank(d, qp, gp, qc, gc, chunk_size=7)["per_query"]     # what the retrieval browser shows
     for i in range(30):
         valid = ((gp == qp[i]) & (gc != qc[i])).any()
         assert np.isnan(s.ap[i]) == (not valid)
@@ -404,7 +425,7 @@ def test_monitor_refresh_reads_appended_rows(tmp_path):
     rows = [dict(stage="warmup", epoch=0, step=s, loss=1 / s, id=2 / s, acc=0.1 * s, lr_model=0.1) for s in range(1, 4)]
     _write_log(run / "losses.csv", rows)
     mon = MonitorDashboard(run)
-    assert mon.ok and len(mon.log) == 3
+    assert mon.ok and len(mon.session.log) == 3
     assert [t.name for t in mon.figure.data] == ["loss", "id"]        # viz.loss_columns: no lr, no accuracy
     assert "no sample grid yet" in mon.sample_label.value
     assert "3 log rows" in mon.status.value
@@ -413,7 +434,7 @@ def test_monitor_refresh_reads_appended_rows(tmp_path):
     (run / "samples").mkdir()
     to_pil(torch.rand(3, 8, 8), "unit").save(run / "samples" / "joint_e0.png")
     mon.refresh_button.click()
-    assert len(mon.log) == 6 and list(mon.figure.data[0].x) == [1, 2, 3, 4, 5, 6]
+    assert len(mon.session.log) == 6 and list(mon.figure.data[0].x) == [1, 2, 3, 4, 5, 6]
     assert mon.sample_image.value == (run / "samples" / "joint_e0.png").read_bytes()
     assert [o[1] for o in mon.stage.options] == [ALL, "warmup", "joint"]
     mon.stage.value = "joint"
@@ -423,7 +444,7 @@ def test_monitor_refresh_reads_appended_rows(tmp_path):
     assert mon.refresh() is False                                             # nothing new
     time.sleep(0.01)
     to_pil(torch.rand(3, 8, 8), "unit").save(run / "samples" / "joint_e1.png")
-    assert mon.refresh() and mon.sample_path.name == "joint_e1.png"
+    assert mon.refresh() and mon.session.sample_path.name == "joint_e1.png"
 
 
 def test_monitor_auto_refresh_follows_a_live_log(tmp_path):
@@ -438,8 +459,8 @@ def test_monitor_auto_refresh_follows_a_live_log(tmp_path):
             rows.append(dict(stage="s", epoch=0, step=s, loss=1.0 / s))
             _write_log(run / "losses.csv", rows)
             deadline = time.monotonic() + 10
-            while len(mon.log) < s and time.monotonic() < deadline: time.sleep(0.05)
-            assert len(mon.log) == s
+            while len(mon.session.log) < s and time.monotonic() < deadline: time.sleep(0.05)
+            assert len(mon.session.log) == s
     finally:
         mon.auto_refresh.value = False
     assert mon._timer is None and mon.ok
@@ -488,11 +509,65 @@ def test_from_run_shows_what_is_wrong(tmp_path, baseline_run):
 
 def test_run_dashboards_of_a_baseline(baseline_run):
     dashes = RunDashboards(baseline_run)
-    assert list(dashes.dashboards) == ["monitor", "retrieval", "swap", "interpolation", "part shuffle"]
-    assert dashes["monitor"].ok and dashes["retrieval"].ok and len(dashes["monitor"].log) >= 1
-    assert all(not dashes[n].ok and "needs a Disentangler" in dashes[n].error_message
-               for n in ("swap", "interpolation", "part shuffle"))
-    assert dashes.tabs.titles[2] == "swap (unavailable)" and len(dashes.tabs.children) == 5
+    assert list(dashes.dashboards) == ["monitor", "retrieval"]        # no generative dashboard: no Disentangler
+    assert dashes["monitor"].ok and dashes["retrieval"].ok and len(dashes["monitor"].session.log) >= 1
+    assert tuple(dashes.tabs.titles) == ("monitor", "retrieval") and len(dashes.tabs.children) == 2
+
+
+def test_run_dashboards_without_a_model(tmp_path, baseline_run):
+    run = tmp_path / "training"                                         # a run that has no checkpoint yet
+    run.mkdir()
+    (run / "config.json").write_text((baseline_run / "config.json").read_text())
+    dashes = RunDashboards(run)
+    assert list(dashes.dashboards) == ["monitor", "model"]
+    assert "last.pt" in dashes["model"].error_message and dashes.tabs.titles[1] == "model (unavailable)"
+
+
+def test_run_dashboards_list_no_part_shuffle_for_a_one_part_code(tmp_path, synth):
+    (tmp_path / "run").mkdir()
+    one = RunDashboards(tmp_path / "run", synth, model=OnePartToy(), max_images=8)
+    assert list(one.dashboards) == ["monitor", "retrieval", "swap", "interpolation"]
+    assert all(d.ok for d in one.dashboards.values()), {n: d.error_message for n, d in one.dashboards.items()}
+    parts = RunDashboards(tmp_path / "run", synth, model=PoseToy(), max_images=8)   # 4 declared parts
+    assert list(parts.dashboards)[-1] == "part shuffle" and len(parts["part shuffle"].part_toggles) == 4
+
+
+class ProbeDashboard(Dashboard):
+    "A dashboard plugged in from outside the package: it shows how many images the run's shared CodeBank holds."
+    title = "probe"
+
+    def __init__(self, codes):
+        super().__init__()
+        self.codes = codes
+        self.widget = W.HTML(f"{len(codes)} images")
+
+    @classmethod
+    def for_run(cls, run):
+        return cls(run.codes)
+
+
+class BrokenBuild(Dashboard):
+    title = "broken"
+
+    @classmethod
+    def for_run(cls, run):
+        raise RuntimeError("cannot build")
+
+
+def test_a_registered_dashboard_appears_only_for_the_models_it_applies_to(tmp_path, synth, monkeypatch):
+    monkeypatch.setattr(dashboards_core, "_DASHBOARDS", dict(dashboards_core._DASHBOARDS))   # undone after the test
+    register_dashboard(ProbeDashboard, applies_to=lambda model: isinstance(model, PoseToy), order=45)
+    (tmp_path / "run").mkdir()
+    pose = RunDashboards(tmp_path / "run", synth, model=PoseToy(), max_images=8)
+    assert list(pose.dashboards) == ["monitor", "retrieval", "swap", "interpolation", "probe", "part shuffle"]
+    assert pose["probe"].ok and pose["probe"].codes is pose["swap"].codes           # one CodeBank for the run
+    other = RunDashboards(tmp_path / "run", synth, model=EightPartToy(), max_images=8)
+    assert "probe" not in other.dashboards and "part shuffle" in other.dashboards
+    register_dashboard(BrokenBuild, applies_to=lambda model: True)                   # a tab that says why
+    broken = RunDashboards(tmp_path / "run", synth, model=OnePartToy(), max_images=8)["broken"]
+    assert isinstance(broken, ErrorDashboard) and "RuntimeError: cannot build" in broken.error_message
+    with pytest.raises(TypeError, match="not a Dashboard"):
+        register_dashboard(object, applies_to=lambda model: True)
 
 
 @pytest.mark.parametrize("method, parts", [("dgnet", 4), ("isgan", 8)])   # DG-Net's 4 stripes, IS-GAN's 8 parts
@@ -502,6 +577,7 @@ def test_run_dashboards_of_a_generative_run(work, synth, method, parts):
     train_run(method, synth, out, epochs=1, device="cpu", progress=False,
               trainer_overrides=dict(max_steps_per_epoch=1, log_every=1))
     dashes = RunDashboards(out, max_images=16)
+    assert list(dashes.dashboards) == ["monitor", "retrieval", "swap", "interpolation", "part shuffle"]
     assert all(d.ok for d in dashes.dashboards.values()), {n: d.error_message for n, d in dashes.dashboards.items()}
     shuffle = dashes["part shuffle"]
     assert len(shuffle.part_toggles) == parts
@@ -515,7 +591,7 @@ def test_run_dashboards_of_a_generative_run(work, synth, method, parts):
     interp.t_appearance.value = 0.0
     interp.t_structure.value = 0.0
     assert interp.wait() and interp.generated_image.value == png_bytes(interp.strip_images[0])
-    if (out / "samples").is_dir(): assert dashes["monitor"].sample_path is not None
+    if (out / "samples").is_dir(): assert dashes["monitor"].session.sample_path is not None
     retrieval = dashes["retrieval"]
     retrieval.sees_button.click()
     assert retrieval.ok and retrieval.sees_image.value
