@@ -43,7 +43,7 @@ def cmd_check_data(args) -> int:
 def cmd_train(args) -> int:
     from reid_workbench.runs import train_run
     log = train_run(args.method, args.data, args.out, preset=args.preset, epochs=args.epochs, device=args.device,
-                    seed=args.seed, resume="auto")
+                    seed=args.seed, resume="auto", accept_changes=args.accept_changes)
     last = log.iloc[-1].to_dict() if len(log) else {}
     print(json.dumps({"run": str(args.out), "steps": int(last.get("step", 0)),
                       "last_losses": {k: v for k, v in last.items() if isinstance(v, float)}}))
@@ -53,6 +53,7 @@ def cmd_evaluate(args) -> int:
     from reid_workbench.runs import evaluate_run
     result = evaluate_run(args.run, args.data, rerank=args.rerank, metric=args.metric, device=args.device)
     print(json.dumps({k: result[k] for k in ("rank1", "rank5", "rank10", "mAP", "mINP", "rerank", "metric")}))
+    if result.get("not_saved"): print(f"reid-workbench evaluate: could not save: {result['not_saved']}", file=sys.stderr)
     return 0
 
 def default_reid_run(run: Path) -> Path | None:
@@ -132,6 +133,8 @@ def _add_train(sub):
     p.add_argument("--epochs", type=int, default=None, help="override the preset's number of epochs")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--accept-changes", action="store_true",
+                   help="continue an existing run although its settings or data differ (named in the error)")
     p.set_defaults(func=cmd_train)
 
 def _add_evaluate(sub):
@@ -188,21 +191,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 # %% ../nbs/60_cli.ipynb #2cbc5c01
+def _one_line(e: BaseException) -> str:
+    "An expected fault as one line: an OS error names its file and what is wrong."
+    if isinstance(e, OSError) and e.strerror:
+        where = f"{e.filename} -> {e.filename2}" if e.filename2 else e.filename
+        return f"{where}: {e.strerror}" if where else e.strerror
+    return " ".join(str(e).split()) or type(e).__name__
+
+def _interrupted(args) -> str:
+    "What Ctrl-C leaves behind, and how to go on."
+    run = getattr(args, "out", None) if args.command == "train" else None
+    if run is None: return "interrupted"
+    if (Path(run) / "checkpoints" / "last.pt").is_file():
+        return f"interrupted; {run} resumes from its last checkpoint when you run the same command again"
+    return f"interrupted before the first checkpoint of {run}; the same command starts it again"
+
+# %% ../nbs/60_cli.ipynb #9ffdb27b
 def main(argv=None) -> int:
-    "Entry point of the `reid-workbench` console script."
+    "Entry point of the `reid-workbench` console script: expected faults are one line on stderr and exit code 2."
     parser = build_parser()
     args = parser.parse_args(argv)
     from reid_workbench.core import CheckpointError
-    user_errors = (UserError, FileNotFoundError, FileExistsError, CheckpointError, ImportError)
-    try:
-        from reid_workbench.data.datasets import DatasetError
-        user_errors += (DatasetError,)
-    except ImportError: pass
+    from reid_workbench.training import TrainingDiverged
+    user_errors = (UserError, OSError, CheckpointError, TrainingDiverged, ImportError, ValueError)
     if os.environ.get("REID_WORKBENCH_DEBUG"): return args.func(args)  # full tracebacks
     try:
         return args.func(args)
-    except user_errors + (ValueError,) as e:
-        print(f"reid-workbench {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"reid-workbench {args.command}: {_interrupted(args)}", file=sys.stderr)
+        return 130
+    except user_errors as e:
+        print(f"reid-workbench {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
 
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())  # `python -m reid_workbench.cli`, not a notebook

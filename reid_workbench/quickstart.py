@@ -130,7 +130,7 @@ def quickstart(out="quickstart", methods: list | dict | None = None, synth: Synt
         log(f"[2/5] training {name} (tiny preset) -> {runs / name}")
         t0 = time.perf_counter()
         loss_log = train_run(name, root, runs / name, preset="tiny", device=device, progress=progress,
-                             config_overrides=_fill_references(name, overrides, runs))
+                             config_overrides=_fill_references(name, overrides, runs), verify_images=False)
         timings[f"train_{name}_s"] = round(time.perf_counter() - t0, 1)
         log(f"[3/5] evaluating {name}" + (" and its disentanglement against SynthReID's ground truth"
                                           if method_info(name).disentangler else ""))

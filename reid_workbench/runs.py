@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from .core import atomic_write_text, get_device, seed_everything
-from .data.datasets import load_dataset
+from .data.datasets import load_dataset, verify_dataset_images
 from .data.loaders import LoaderConfig, build_test_loaders
 from .metrics import evaluate_rank, extract_features, retrieval_distances
 from .registry import info_of, load_trained, method_config, method_info
@@ -22,25 +22,30 @@ __all__ = ['train_run', 'evaluate_run', 'chance_level']
 # %% ../nbs/49_runs.ipynb #7cf35ff4
 def train_run(method: str, data, out, preset: str = "tiny", epochs: int | None = None, device: str = "auto",
               seed: int = 0, resume="auto", progress="auto", config_overrides: dict | None = None,
-              trainer_overrides: dict | None = None) -> pd.DataFrame:
-    "Train `method` (by name) on the dataset at `data` into run folder `out`; returns the loss log."
+              trainer_overrides: dict | None = None, accept_changes: bool = False,
+              verify_images: bool = True) -> pd.DataFrame:
+    """Train `method` (by name) on the dataset at `data` into run folder `out`; returns the loss log. Every image is
+    decoded first (`verify_images`), so a broken file stops the run before training, naming the file. An existing run
+    made with other settings or data is refused unless `accept_changes` (see `Trainer.fit`)."""
     overrides = dict(config_overrides or {})
     if epochs is not None: overrides["epochs"] = epochs
     info = method_info(method)
     config = method_config(method, preset, **overrides)
     dataset = load_dataset(data)
+    if verify_images: verify_dataset_images(dataset, progress=progress is True)
     seed_everything(seed)
     model = info.model(config, dataset.num_train_pids)
     trainer_config = TrainerConfig(seed=seed, device=device, progress=progress, **(trainer_overrides or {}))
     data_info = {"root": str(dataset.root), "format": dataset.name, "num_train": len(dataset.train)}
     trainer = Trainer(model, dataset, out, trainer_config, loader_config=info.loader_config(config, seed),
                       data_info=data_info)
-    return trainer.fit(resume=resume)
+    return trainer.fit(resume=resume, accept_changes=accept_changes)
 
 # %% ../nbs/49_runs.ipynb #b9410f9f
 def evaluate_run(run_dir, data=None, rerank: bool = False, metric: str = "euclidean", device: str = "auto",
                  flip: bool = True, batch_size: int = 128, return_details: bool = False) -> dict:
-    "Rank-1/5/10, mAP and mINP of the run's test feature on `data` (default: the dataset it was trained on)."
+    """Rank-1/5/10, mAP and mINP of the run's test feature on `data` (default: the dataset it was trained on); saved
+    into the run folder (`not_saved` says why when it cannot be, e.g. a read-only folder)."""
     run_dir = Path(run_dir)
     info = run_info(run_dir)
     dataset = load_dataset(run_data_root(run_dir, data))
@@ -58,7 +63,8 @@ def evaluate_run(run_dir, data=None, rerank: bool = False, metric: str = "euclid
               "mINP": float(scores["mINP"]), "rerank": rerank, "metric": metric, "method": info["method"],
               "num_query": len(dataset.query), "num_gallery": len(dataset.gallery),
               "seconds": round(time.perf_counter() - start, 2)}
-    atomic_write_text(run_dir / ("evaluation_rerank.json" if rerank else "evaluation.json"), json.dumps(result, indent=2))
+    try: atomic_write_text(run_dir / ("evaluation_rerank.json" if rerank else "evaluation.json"), json.dumps(result, indent=2))
+    except OSError as e: result["not_saved"] = f"{e.filename or run_dir}: {e.strerror or e}"   # a read-only run folder
     if return_details:
         return {**result, "distmat": dist, "dataset": dataset, "q_pids": q_pids, "g_pids": g_pids,
                 "q_camids": q_camids, "g_camids": g_camids}

@@ -535,7 +535,7 @@ def run_data_root(run_dir, data=None) -> Path:
     if not Path(root).is_dir(): raise FileNotFoundError(f"{root}: the dataset of run {run_dir} is not there; pass the dataset root (--data)")
     return Path(root)
 
-# %% ../nbs/30_training.ipynb #8eb1ca92
+# %% ../nbs/30_training.ipynb #1893e31f
 class RunFolderError(ValueError):
     "The run folder cannot be used for this run (not a run, another run's settings, or in use)."
 
@@ -551,7 +551,7 @@ def run_differences(recorded: dict, current: dict, prefix: str = "") -> list[str
         elif a != b: out.append(f"{key}: {a!r} -> {b!r}")
     return out
 
-# %% ../nbs/30_training.ipynb #423f0d1d
+# %% ../nbs/30_training.ipynb #4ae4ef08
 LOCK_NAME = ".lock"
 
 @contextlib.contextmanager
@@ -568,7 +568,7 @@ def run_lock(run_dir: Path):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-# %% ../nbs/30_training.ipynb #42ad8e03
+# %% ../nbs/30_training.ipynb #e56f2a7a
 def _remove_orphans(run_dir: Path) -> list[Path]:
     "Remove the temporary files of atomic writes that a crash interrupted (`.<name>.*.tmp`)."
     orphans = [p for d in (run_dir, run_dir / "checkpoints") if d.is_dir() for p in d.glob(".*.tmp")]
@@ -583,10 +583,10 @@ def _run_record(self: Trainer) -> dict:
         "method_config": self.method.config.to_dict(), "trainer": self.config.to_dict(),
         "data": _plain(self.data_info), "num_classes": self.method.num_classes}))
 
-# %% ../nbs/30_training.ipynb #aa59c3e1
+# %% ../nbs/30_training.ipynb #9074b6ef
 @patch
 def _claim_run_folder(self: Trainer, accept_changes: bool = False) -> None:
-    "Refuse a folder that is not this run's (see above); remove orphaned temporary files."
+    "Refuse a folder that is not this run's (see above), before anything is written into it."
     d, config = self.run_dir, self.run_dir / "config.json"
     if d.exists() and not d.is_dir(): raise RunFolderError(f"{d}: exists and is not a folder; use another --out")
     others = [p.name for p in d.iterdir() if p.name != LOCK_NAME] if d.is_dir() else []
@@ -600,7 +600,6 @@ def _claim_run_folder(self: Trainer, accept_changes: bool = False) -> None:
                                  ("; ..." if len(diffs) > 6 else "") + ". Use a new --out for a new run, or "
                                  "--accept-changes to continue this one with the new settings on purpose")
         if diffs: self._log("continuing with changed settings: " + "; ".join(diffs))
-    for p in _remove_orphans(d): self._log(f"removed {p.name}, left by an interrupted write")
 
 # %% ../nbs/30_training.ipynb #c12a76e6
 @patch
@@ -840,8 +839,10 @@ def fit(self: Trainer, resume: bool | str = False, accept_changes: bool = False)
     if resume not in (True, False, "auto"): raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
     if resume is True and not self.checkpoint_path.is_file():
         raise CheckpointError(f"{self.checkpoint_path}: checkpoint file not found, nothing to resume")
+    if self.is_main: self._claim_run_folder(accept_changes)
     with run_lock(self.run_dir) if self.is_main else contextlib.nullcontext():
-        if self.is_main: self._claim_run_folder(accept_changes)
+        if self.is_main:
+            for p in _remove_orphans(self.run_dir): self._log(f"removed {p.name}, left by an interrupted write")
         return self._fit(resume)
 
 @patch
