@@ -75,3 +75,14 @@ def test_listed_trained_by_the_cli_evaluated_and_measured(synth, tmp_path, capsy
     assert main(["train", "--method", "plugin_demo", "--preset", "paper", "--data", str(synth), "--out",
                  str(tmp_path / "x")]) == 2
     assert "its presets: tiny" in capsys.readouterr().err
+
+
+def test_its_applicable_dashboards_build(synth, tmp_path):
+    from reid_workbench.dashboards import RunDashboards
+    from reid_workbench.dashboards.core import ErrorDashboard
+    from reid_workbench.runs import train_run
+    train_run("plugin_demo", synth, tmp_path / "run", device="cpu", progress=False)
+    tabs = RunDashboards(tmp_path / "run", device="cpu", max_images=12)
+    assert not any(isinstance(d, ErrorDashboard) for d in tabs.dashboards.values())
+    names = " ".join(tabs.dashboards).lower()
+    assert "swap" in names and "interpolat" in names and "retrieval" in names and "part" in names  # 2 parts: shuffle
