@@ -41,6 +41,7 @@ def _distances(distmat):
     if d.ndim != 2: raise ValueError(f"distmat must be 2-D, got shape {d.shape}")
     return d
 
+# %% ../nbs/21_metrics.ipynb #ffb9f188
 def _check_rank_inputs(distmat, q_pids, g_pids, q_camids, g_camids):
     d = _distances(distmat)
     arrays = {n: _ids(a, n) for n, a in
@@ -70,28 +71,27 @@ def _order_keys(d32):
     bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
     return (bits.long() << shift) + torch.arange(g, device=d32.device)
 
-_COUNT_MAX_MEMBERS = 96  # above this many members per query a stable sort of the row is cheaper than counting
-
 def _exact_in_float32(d) -> bool:
     if isinstance(d, np.ndarray):
         return d.dtype == np.float32 or bool(np.array_equal(d.astype(np.float32), d))
     return d.dtype == torch.float32 or bool((d.to(torch.float32).to(d.dtype) == d).all())
 
-def _positions(d, members: np.ndarray, method: str = "auto") -> np.ndarray:
-    "For each member column of each row, how many gallery items come before it in (distance, index) order."
-    if method == "auto":
-        method = "count" if members.shape[1] <= _COUNT_MAX_MEMBERS and _exact_in_float32(d) else "sort"
-    if isinstance(d, np.ndarray):
-        if method == "count":
-            keys = _order_keys(d.astype(np.float32, copy=False))
-            member_keys = np.take_along_axis(keys, members, 1)
-            out = np.empty(members.shape, np.int64)
-            for j in range(members.shape[1]): out[:, j] = np.count_nonzero(keys < member_keys[:, j:j + 1], axis=1)
-            return out
-        order = np.argsort(d, axis=1, kind="stable")
-        pos = np.empty_like(order)
-        np.put_along_axis(pos, order, np.arange(d.shape[1])[None], axis=1)
-        return np.take_along_axis(pos, members, 1)
+# %% ../nbs/21_metrics.ipynb #d95bf473
+_COUNT_MAX_MEMBERS = 96  # above this many members per query a stable sort of the row is cheaper than counting
+
+def _positions_np(d: np.ndarray, members: np.ndarray, method: str) -> np.ndarray:
+    if method == "count":
+        keys = _order_keys(d.astype(np.float32, copy=False))
+        member_keys = np.take_along_axis(keys, members, 1)
+        out = np.empty(members.shape, np.int64)
+        for j in range(members.shape[1]): out[:, j] = np.count_nonzero(keys < member_keys[:, j:j + 1], axis=1)
+        return out
+    order = np.argsort(d, axis=1, kind="stable")
+    pos = np.empty_like(order)
+    np.put_along_axis(pos, order, np.arange(d.shape[1])[None], axis=1)
+    return np.take_along_axis(pos, members, 1)
+
+def _positions_torch(d: torch.Tensor, members: np.ndarray, method: str) -> np.ndarray:
     cols = torch.from_numpy(members).to(d.device)
     if method == "count":
         keys = _order_keys(d.to(torch.float32))
@@ -103,6 +103,13 @@ def _positions(d, members: np.ndarray, method: str = "auto") -> np.ndarray:
         pos.scatter_(1, order, torch.arange(d.shape[1], device=d.device).expand_as(order))
         out = pos.gather(1, cols)
     return out.cpu().numpy()
+
+# %% ../nbs/21_metrics.ipynb #7db39115
+def _positions(d, members: np.ndarray, method: str = "auto") -> np.ndarray:
+    "For each member column of each row, how many gallery items come before it in (distance, index) order."
+    if method == "auto":
+        method = "count" if members.shape[1] <= _COUNT_MAX_MEMBERS and _exact_in_float32(d) else "sort"
+    return (_positions_np if isinstance(d, np.ndarray) else _positions_torch)(d, members, method)
 
 def _take(d, cols: np.ndarray) -> np.ndarray:
     "d[i, cols[i, j]] as a numpy array, for numpy or torch d."
@@ -175,6 +182,37 @@ def _single_shot_ranks(d, gal: _Gallery, rows, cols, match, u: np.ndarray) -> np
 def _auto_chunk(n_gallery: int) -> int:
     return int(min(max(2 ** 20 // max(n_gallery, 1), 1), 1024))
 
+def _score_queries(d, gal: _Gallery, chunk: int):
+    "Per-query AP, INP, first-hit rank and number of true matches, blocks of queries with similar member counts."
+    nq = len(gal.q_pid)
+    ap, inp, first, n_match = (np.zeros(nq), np.zeros(nq), np.zeros(nq), np.zeros(nq, np.int64))
+    by_size = np.argsort(gal.q_count, kind="stable")  # similar member counts per block: little padding
+    for s in range(0, nq, chunk):
+        rows = by_size[s:s + chunk]
+        cols, valid, match = gal.members(rows)
+        ap[rows], inp[rows], first[rows], n_match[rows] = _score_block(_rows(d, rows), cols, valid, match)
+    return ap, inp, first, n_match
+
+# %% ../nbs/21_metrics.ipynb #0dff0f9b
+def _cuhk03_cmc(d, gal: _Gallery, ok, max_rank: int, num_repeats: int, seed: int, chunk: int) -> np.ndarray:
+    "Single-gallery-shot CMC: draws in query order, so the result does not depend on the chunk size."
+    nq, rng = len(gal.q_pid), np.random.default_rng(seed)
+    hits = np.zeros(max_rank + 1)
+    for s in range(0, nq, chunk):
+        rows = np.arange(s, min(s + chunk, nq))
+        u = rng.random((len(rows), num_repeats, len(gal.ids)))
+        cols, valid, match = gal.members(rows)
+        keep = ok[rows]
+        if not keep.any(): continue
+        ranks = _single_shot_ranks(_rows(d, rows[keep]), gal, rows[keep], cols[keep], match[keep], u[keep])
+        hits += np.bincount(np.minimum(ranks, max_rank + 1).ravel() - 1, minlength=max_rank + 1)
+    return np.cumsum(hits[:max_rank]) / (int(ok.sum()) * num_repeats)
+
+def _market_cmc(first, ok, max_rank: int) -> np.ndarray:
+    hits = np.bincount(np.minimum(first[ok], max_rank + 1).astype(np.int64) - 1, minlength=max_rank + 1)
+    return np.cumsum(hits[:max_rank]) / int(ok.sum())
+
+# %% ../nbs/21_metrics.ipynb #3071bdb4
 def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, protocol: str = "market1501",
                   num_repeats: int = 10, seed: int = 0, chunk_size: int | None = None) -> dict:
     """CMC, mAP and mINP of a query x gallery distance matrix (numpy or torch, any device).
@@ -194,32 +232,14 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
     max_rank = min(max_rank, ng)
     gal = _Gallery(q_pids, g_pids, q_camids, g_camids)
     chunk = chunk_size or _auto_chunk(ng)
-    ap, inp, first, n_match = (np.zeros(nq), np.zeros(nq), np.zeros(nq), np.zeros(nq, np.int64))
-    by_size = np.argsort(gal.q_count, kind="stable")  # similar member counts per block: little padding
-    for s in range(0, nq, chunk):
-        rows = by_size[s:s + chunk]
-        cols, valid, match = gal.members(rows)
-        ap[rows], inp[rows], first[rows], n_match[rows] = _score_block(_rows(d, rows), cols, valid, match)
+    ap, inp, first, n_match = _score_queries(d, gal, chunk)
     ok = n_match > 0
     n_valid = int(ok.sum())
     if n_valid == 0:
         raise ValueError(f"no query has a true match in the gallery (all {nq} queries skipped): check that the "
                          "query and gallery ids/cameras are aligned with the distance matrix")
-    if protocol == "market1501":
-        hits = np.bincount(np.minimum(first[ok], max_rank + 1).astype(np.int64) - 1, minlength=max_rank + 1)
-        cmc = np.cumsum(hits[:max_rank]) / n_valid
-    else:
-        rng = np.random.default_rng(seed)
-        hits = np.zeros(max_rank + 1)
-        for s in range(0, nq, chunk):  # query order: the draws do not depend on the chunk size
-            rows = np.arange(s, min(s + chunk, nq))
-            u = rng.random((len(rows), num_repeats, len(gal.ids)))
-            cols, valid, match = gal.members(rows)
-            keep = ok[rows]
-            if not keep.any(): continue
-            ranks = _single_shot_ranks(_rows(d, rows[keep]), gal, rows[keep], cols[keep], match[keep], u[keep])
-            hits += np.bincount(np.minimum(ranks, max_rank + 1).ravel() - 1, minlength=max_rank + 1)
-        cmc = np.cumsum(hits[:max_rank]) / (n_valid * num_repeats)
+    cmc = (_market_cmc(first, ok, max_rank) if protocol == "market1501" else
+           _cuhk03_cmc(d, gal, ok, max_rank, num_repeats, seed, chunk))
     per_query = pd.DataFrame({"ap": np.where(ok, ap, np.nan), "first_hit": np.where(ok, first, np.nan),
                               "num_matches": n_match})
     return {"cmc": cmc, "mAP": float(ap[ok].mean()), "mINP": float(inp[ok].mean()), "num_valid_queries": n_valid,
@@ -251,22 +271,21 @@ def _evaluate_rank_reference(distmat, q_pids, g_pids, q_camids, g_camids, max_ra
     return np.asarray(all_cmc, np.float32).mean(0), float(np.mean(all_ap)), float(np.mean(all_inp)), len(all_cmc)
 
 # %% ../nbs/21_metrics.ipynb #61d77b07
-def _re_ranking_reference(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6,
-                          lambda_value: float = 0.3) -> np.ndarray:
-    "k-reciprocal re-ranking written step by step with dense matrices and loops (the specification of `re_ranking`)."
-    q_g, q_q, g_g = (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-                     for x in (q_g_dist, q_q_dist, g_g_dist))
-    nq, ng = q_g.shape
-    n = nq + ng
+def _reference_distances(q_g, q_q, g_g) -> tuple[np.ndarray, np.ndarray]:
+    "Step 1: the joint (N, N) squared distances, each row scaled by its maximum, and every row's stable order."
+    n = len(q_g) + q_g.shape[1]
     dist = np.square(np.block([[q_q, q_g], [q_g.T, g_g]])).astype(np.float32, copy=False)
     dist = (dist / dist.max(axis=0)).T  # row p: squared distances to p, scaled by their maximum
     rank = np.empty((n, n), np.int32)
     for s in range(0, n, 1024): rank[s:s + 1024] = np.argsort(dist[s:s + 1024], axis=1, kind="stable")
+    return dist, rank
 
+def _reference_vectors(dist, rank, k1: int) -> np.ndarray:
+    "Steps 2-4: the k-reciprocal sets, expanded, as Gaussian-weighted vectors V (N, N) summing to one."
+    n = len(dist)
     def reciprocal(p, k):
         forward = rank[p, :k + 1]
         return forward[(rank[forward, :k + 1] == p).any(axis=1)]
-
     half = int(np.around(k1 / 2))
     V = np.zeros((n, n), np.float32)
     for p in range(n):
@@ -278,18 +297,29 @@ def _re_ranking_reference(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 
         expanded = np.unique(expanded)
         w = np.exp(-dist[p, expanded])
         V[p, expanded] = w / w.sum()
-    if k2 != 1:
+    return V
+
+# %% ../nbs/21_metrics.ipynb #42b187cf
+def _re_ranking_reference(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6,
+                          lambda_value: float = 0.3) -> np.ndarray:
+    "k-reciprocal re-ranking written step by step with dense matrices and loops (the specification of `re_ranking`)."
+    q_g, q_q, g_g = (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+                     for x in (q_g_dist, q_q_dist, g_g_dist))
+    nq, n = len(q_g), len(q_g) + q_g.shape[1]
+    dist, rank = _reference_distances(q_g, q_q, g_g)
+    V = _reference_vectors(dist, rank, k1)
+    if k2 != 1:  # step 5
         V_qe = np.zeros_like(V)
         for p in range(n): V_qe[p] = V[rank[p, :k2]].mean(axis=0)
         V = V_qe
     support = [np.flatnonzero(V[:, k]) for k in range(n)]  # images whose vector is non-zero at k
     jaccard = np.zeros((nq, n), np.float32)
-    for p in range(nq):
+    for p in range(nq):  # step 6
         m = np.zeros(n, np.float32)
         for k in np.flatnonzero(V[p]):
             m[support[k]] += np.minimum(V[p, k], V[support[k], k])
         jaccard[p] = 1 - m / (2 - m)
-    final = jaccard * (1 - lambda_value) + dist[:nq] * lambda_value
+    final = jaccard * (1 - lambda_value) + dist[:nq] * lambda_value  # step 7
     return final[:, nq:]
 
 # %% ../nbs/21_metrics.ipynb #726a89a3
@@ -320,6 +350,7 @@ def _joint_at(q_g, q_q, g_g, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         out[mask] = src[r[mask], c[mask]]
     return out
 
+# %% ../nbs/21_metrics.ipynb #86403430
 def _nearest(q_g, q_q, g_g, k: int, block: int = 1024):
     "Row maxima of the squared joint distances (float32) and the k nearest of every image, in (distance, index) order."
     nq, ng = q_g.shape
@@ -348,6 +379,7 @@ def _nearest(q_g, q_q, g_g, k: int, block: int = 1024):
         nearest[s:e] = idx[:, :k]
     return row_max, nearest
 
+# %% ../nbs/21_metrics.ipynb #11180da1
 def _reciprocal(nearest: np.ndarray, k: int) -> sparse.csr_matrix:
     "0/1 sparse (N, N) matrix whose row p holds the k-reciprocal neighbours of p."
     n = len(nearest)
@@ -357,10 +389,9 @@ def _reciprocal(nearest: np.ndarray, k: int) -> sparse.csr_matrix:
     return sparse.csr_matrix((np.ones(indptr[-1], np.float32), fwd[mutual], indptr), shape=(n, n))
 
 # %% ../nbs/21_metrics.ipynb #6e3545fa
-def _jaccard_numerators(V: sparse.csr_matrix, nq: int, block: int = 512, pair_budget: int = 1 << 23):
-    "Yield (start, stop, m), m[p, g] = sum_k min(V[start + p, k], V[nq + g, k]) (float64), query block by block."
+def _query_gallery_entries(V: sparse.csr_matrix, nq: int):
+    "The non-zeros of V by column: gallery entries (CSC order) and query entries sorted by row."
     n = V.shape[0]
-    ng = n - nq
     Vc = V.tocsc()
     Vc.sort_indices()
     col = np.repeat(np.arange(n), np.diff(Vc.indptr))
@@ -369,6 +400,13 @@ def _jaccard_numerators(V: sparse.csr_matrix, nq: int, block: int = 512, pair_bu
     g_row, g_val = Vc.indices[is_g] - nq, Vc.data[is_g]
     by_row = np.argsort(Vc.indices[~is_g], kind="stable")
     q_row, q_val, q_col = (a[~is_g][by_row] for a in (Vc.indices, Vc.data, col))
+    return g_ptr, g_row, g_val, q_row, q_val, q_col
+
+# %% ../nbs/21_metrics.ipynb #12882575
+def _jaccard_numerators(V: sparse.csr_matrix, nq: int, block: int = 512, pair_budget: int = 1 << 23):
+    "Yield (start, stop, m), m[p, g] = sum_k min(V[start + p, k], V[nq + g, k]) (float64), query block by block."
+    ng = V.shape[0] - nq
+    g_ptr, g_row, g_val, q_row, q_val, q_col = _query_gallery_entries(V, nq)
     n_pairs = np.diff(g_ptr)[q_col]  # gallery images sharing the column of each query entry
     ends = np.cumsum(n_pairs)
     for s in range(0, nq, block):
@@ -389,11 +427,8 @@ def _jaccard_numerators(V: sparse.csr_matrix, nq: int, block: int = 512, pair_bu
         yield s, e, (np.zeros((e - s) * ng) if out is None else out).reshape(-1, ng)
 
 # %% ../nbs/21_metrics.ipynb #631d11fd
-def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-               query_block: int = 512) -> np.ndarray:
-    """k-reciprocal re-ranking (Zhong et al., CVPR'17) of a query x gallery distance matrix, given also the
-    query x query and gallery x gallery distances (numpy or torch). Returns the re-ranked (n_q, n_g) float32 distances;
-    equal to `_re_ranking_reference` (ties in the initial ranking broken by index) up to float32 rounding."""
+def _joint_inputs(q_g_dist, q_q_dist, g_g_dist, k1: int, k2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "The three distance matrices as numpy arrays of one floating dtype, checked."
     q_g, q_q, g_g = (_matrix(x, n).cpu().numpy() for x, n in ((q_g_dist, "q_g_dist"), (q_q_dist, "q_q_dist"),
                                                               (g_g_dist, "g_g_dist")))
     nq, ng = q_g.shape
@@ -404,14 +439,14 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_v
     dtype = np.result_type(q_g, q_q, g_g)
     if not np.issubdtype(dtype, np.floating): dtype = np.dtype(np.float64)
     q_g, q_q, g_g = (x.astype(dtype, copy=False) for x in (q_g, q_q, g_g))
-    n = nq + ng
-    half = int(np.around(k1 / 2))
-    row_max, nearest = _nearest(q_g, q_q, g_g, max(k1 + 1, k2))
+    return q_g, q_q, g_g
 
-    # k-reciprocal sets R, and the expansion by the half-size sets H of their members, as sparse products:
+# %% ../nbs/21_metrics.ipynb #764bd436
+def _expanded_vectors(q_g, q_q, g_g, row_max, nearest: np.ndarray, k1: int, k2: int) -> sparse.csr_matrix:
+    "Steps 2-5 with sparse matrices: the vectors V of the expanded k-reciprocal sets, after local query expansion."
+    n = len(nearest)
     # (R @ H.T)[p, c] counts the members of H(c) that are in R(p)
-    nearest = nearest.numpy()
-    R, H = _reciprocal(nearest, k1), _reciprocal(nearest, half)
+    R, H = _reciprocal(nearest, k1), _reciprocal(nearest, int(np.around(k1 / 2)))
     overlap = (R @ H.T).multiply(R).tocoo()  # only candidates c in R(p)
     size_h = np.diff(H.indptr)
     take = overlap.data > 2 / 3 * size_h[overlap.col]
@@ -428,12 +463,16 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_v
                               shape=(n, n))
         V = A @ V
         V.data /= np.float32(near.shape[1])
+    return V.tocsr()
 
+# %% ../nbs/21_metrics.ipynb #762a9574
+def _final_distances(V: sparse.csr_matrix, q_g, row_max, query_block: int, lambda_value: float) -> np.ndarray:
+    "Steps 6-7 block by block: (1 - m / (2 - m)) * (1 - lambda) + d * lambda, in float32 steps as the reference."
+    nq, ng = q_g.shape
     out = np.empty((nq, ng), np.float32)
     scale = row_max[:nq].numpy()[:, None]
     tmp = np.empty((min(query_block, nq), ng), np.float32)
-    for s, e, m in _jaccard_numerators(V.tocsr(), nq, query_block):
-        # float32 steps as in the reference: (1 - m / (2 - m)) * (1 - lambda) + d * lambda, in place
+    for s, e, m in _jaccard_numerators(V, nq, query_block):
         res, t = out[s:e], tmp[:e - s]
         np.copyto(res, m, casting="same_kind")
         np.subtract(2, res, out=t)
@@ -446,6 +485,16 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_v
         np.add(t, res, out=res)
     return out
 
+def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+               query_block: int = 512) -> np.ndarray:
+    """k-reciprocal re-ranking (Zhong et al., CVPR'17) of a query x gallery distance matrix, given also the
+    query x query and gallery x gallery distances (numpy or torch). Returns the re-ranked (n_q, n_g) float32 distances;
+    equal to `_re_ranking_reference` (ties in the initial ranking broken by index) up to float32 rounding."""
+    q_g, q_q, g_g = _joint_inputs(q_g_dist, q_q_dist, g_g_dist, k1, k2)
+    row_max, nearest = _nearest(q_g, q_q, g_g, max(k1 + 1, k2))
+    V = _expanded_vectors(q_g, q_q, g_g, row_max, nearest.numpy(), k1, k2)
+    return _final_distances(V, q_g, row_max, query_block, lambda_value)
+
 # %% ../nbs/21_metrics.ipynb #8991c46b
 def _batch_fields(batch):
     if isinstance(batch, dict): return batch["image"], batch["pid"], batch["camid"]
@@ -453,6 +502,7 @@ def _batch_fields(batch):
     raise TypeError(f"a loader batch must be a dict with 'image', 'pid', 'camid' or a tuple (image, pid, camid, ...), "
                     f"got {type(batch).__name__}")
 
+# %% ../nbs/21_metrics.ipynb #b25cf4dc
 @torch.no_grad()
 def extract_features(model: Callable, loader: Iterable, device="cpu", flip: bool = True, normalize: bool = True):
     "Features (N, F) float32 on the CPU, pids (N,) and camids (N,) of every image in `loader`."
