@@ -163,3 +163,32 @@ def test_ctrl_c_during_train_says_where_to_resume(data, capsys, tmp_path, monkey
     monkeypatch.setattr(Trainer, "_run_epoch", interrupt)
     code, err = cli(capsys, *train(run, data["a"], "--epochs", "3", "--accept-changes"))
     assert code == 130 and "resumes from its last checkpoint" in err and str(run) in err
+
+
+# -- checkpoint integrity ----------------------------------------------------------------------------------------------
+
+def test_a_checkpoint_changed_after_it_was_written_is_refused(data, capsys, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(data["run"], run)
+    path = run / "checkpoints" / "last.pt"
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 64] = bytes(b ^ 0x5A for b in raw[middle:middle + 64])     # flipped bytes inside the weights
+    path.write_bytes(bytes(raw))
+    code, err = cli(capsys, "evaluate", run, "--device", "cpu")
+    assert code == 2 and "last.pt: damaged" in err
+    code, err = cli(capsys, *train(run, data["a"]))
+    assert code == 2 and "damaged" in err
+
+
+def test_nothing_blocks_on_a_fifo_where_a_file_is_expected(data, capsys, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(data["run"], run)
+    for name in ("config.json", "checkpoints/last.pt"):
+        target = run / name
+        target.unlink()
+        os.mkfifo(target)
+        code, err = cli(capsys, "evaluate", run, "--device", "cpu")
+        assert code == 2 and name.split("/")[-1] in err
+        target.unlink()
+        shutil.copyfile(data["run"] / name, target)
