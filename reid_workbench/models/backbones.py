@@ -8,6 +8,7 @@ import contextlib, pickle, threading, urllib.error, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
+from fastcore.basics import patch
 from torch import nn
 import reid_workbench  # registers torchvision fallbacks before torchvision is imported
 import torchvision
@@ -57,6 +58,7 @@ def _guess_resnet(state: dict) -> str:
     if depth: return f"resnet{depth}"
     return f"a {'bottleneck' if bottleneck else 'basic-block'} network with blocks per stage {blocks}"
 
+# %% ../../nbs/10_models.backbones.ipynb #b2a323e5
 def _unwrap_state_dict(obj, source: str) -> dict:
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
@@ -140,6 +142,19 @@ def no_pretrained_weights():
     finally: _skip_pretrained.on = before
 
 # %% ../../nbs/10_models.backbones.ipynb #ef14a640
+def _parse_cut(cut_at) -> tuple[str, str]:
+    "The stage and (possibly empty) block index of a cutting point such as 'layer4' or 'layer3.0'."
+    stage, _, block = str(cut_at).partition(".")
+    if stage not in STAGES or (block and (stage == "stem" or not block.isdigit())):
+        raise ValueError(f"cut_at={cut_at!r}: must be one of {list(STAGES)} or a block inside a layer such as 'layer3.0'")
+    return stage, block
+
+def _set_last_stride_one(layer4: nn.Sequential):
+    "Stride 1 in the first block of `layer4`: conv2 (bottleneck) or conv1 (basic block), and the downsample conv."
+    for m in layer4[0].modules():
+        if isinstance(m, nn.Conv2d) and m.stride == (2, 2): m.stride = (1, 1)
+
+# %% ../../nbs/10_models.backbones.ipynb #85a52b1f
 class ResNetTrunk(nn.Module):
     "A torchvision ResNet without global pooling and classifier: image (B, 3, H, W) -> feature map (B, C, H/s, W/s)."
     def __init__(self, depth: int = 50, last_stride: int = 1, pretrained: bool | str | Path | None = False,
@@ -147,17 +162,13 @@ class ResNetTrunk(nn.Module):
         super().__init__()
         channels = resnet_stage_channels(depth)
         if last_stride not in (1, 2): raise ValueError(f"last_stride={last_stride!r}: must be 1 or 2")
-        stage, _, block = str(cut_at).partition(".")
-        if stage not in STAGES or (block and (stage == "stem" or not block.isdigit())):
-            raise ValueError(f"cut_at={cut_at!r}: must be one of {list(STAGES)} or a block inside a layer such as 'layer3.0'")
+        stage, block = _parse_cut(cut_at)
         net = RESNET_BUILDERS[depth](weights=None)
         self.depth, self.name, self.last_stride, self.cut_at = depth, f"resnet{depth}", last_stride, str(cut_at)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.stages = STAGES[:STAGES.index(stage) + 1]
         for name in self.stages[1:]: setattr(self, name, getattr(net, name))
-        if last_stride == 1 and "layer4" in self.stages:
-            for m in self.layer4[0].modules():  # conv2 (bottleneck) or conv1 (basic block), and the downsample conv
-                if isinstance(m, nn.Conv2d) and m.stride == (2, 2): m.stride = (1, 1)
+        if last_stride == 1 and "layer4" in self.stages: _set_last_stride_one(self.layer4)
         if block:
             layer = getattr(self, stage)
             if int(block) >= len(layer): raise ValueError(f"cut_at={cut_at!r}: {stage} of resnet{depth} has {len(layer)} blocks (0..{len(layer) - 1})")
@@ -168,29 +179,34 @@ class ResNetTrunk(nn.Module):
         if pretrained not in (False, None) and not getattr(_skip_pretrained, "on", False):
             self.load_pretrained(pretrained, progress=progress)
 
-    @property
-    def stem(self) -> nn.Sequential:
-        "conv1, bn1, relu, maxpool (the same modules, not copies)."
-        return nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool)
-
-    def load_pretrained(self, pretrained: bool | str | Path = "imagenet", progress: bool = True) -> WeightsReport:
-        "Load ImageNet weights (`True` / `'imagenet'`) or a local weights file into the trunk."
-        if pretrained is True or pretrained == "imagenet": state, source = imagenet_state_dict(self.depth, progress)
-        elif isinstance(pretrained, (str, Path)): state, source = read_weights_file(pretrained), str(pretrained)
-        else: raise ValueError(f"pretrained={pretrained!r}: use False, True / 'imagenet', or a path to a weights file")
-        self.weights_report = load_trunk_weights(self, state, source)
-        return self.weights_report
-
-    def forward_stages(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        "The output of every stage the trunk has, in order (for looking inside)."
-        out = {}
-        x = out["stem"] = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for name in self.stages[1:]: x = out[name] = getattr(self, name)(x)
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for name in self.stages[1:]: x = getattr(self, name)(x)
-        return x
-
     def extra_repr(self) -> str: return f"{self.name}, last_stride={self.last_stride}, cut_at={self.cut_at!r}"
+
+# %% ../../nbs/10_models.backbones.ipynb #f9183563
+@patch(as_prop=True)
+def stem(self: ResNetTrunk) -> nn.Sequential:
+    "conv1, bn1, relu, maxpool (the same modules, not copies)."
+    return nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool)
+
+@patch
+def forward_stages(self: ResNetTrunk, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    "The output of every stage the trunk has, in order (for looking inside)."
+    out = {}
+    x = out["stem"] = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+    for name in self.stages[1:]: x = out[name] = getattr(self, name)(x)
+    return out
+
+@patch
+def forward(self: ResNetTrunk, x: torch.Tensor) -> torch.Tensor:
+    x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+    for name in self.stages[1:]: x = getattr(self, name)(x)
+    return x
+
+# %% ../../nbs/10_models.backbones.ipynb #9c0977be
+@patch
+def load_pretrained(self: ResNetTrunk, pretrained: bool | str | Path = "imagenet", progress: bool = True) -> WeightsReport:
+    "Load ImageNet weights (`True` / `'imagenet'`) or a local weights file into the trunk."
+    if pretrained is True or pretrained == "imagenet": state, source = imagenet_state_dict(self.depth, progress)
+    elif isinstance(pretrained, (str, Path)): state, source = read_weights_file(pretrained), str(pretrained)
+    else: raise ValueError(f"pretrained={pretrained!r}: use False, True / 'imagenet', or a path to a weights file")
+    self.weights_report = load_trunk_weights(self, state, source)
+    return self.weights_report
