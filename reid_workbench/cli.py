@@ -28,7 +28,7 @@ def _size(text: str) -> tuple[int, int]:
 def cmd_synth(args) -> int:
     from reid_workbench.data.synth import SynthConfig, write_synthreid
     cfg = SynthConfig(ids=args.ids, cams=args.cams, images_per_id=args.images_per_id, size=args.size, seed=args.seed)
-    root, summary = write_synthreid(args.out, cfg)
+    root, summary = write_synthreid(args.out, cfg, overwrite=args.overwrite)
     print(json.dumps({"root": str(root), **summary}))
     return 0
 
@@ -56,6 +56,7 @@ def cmd_evaluate(args) -> int:
     if result.get("not_saved"): print(f"reid-workbench evaluate: could not save: {result['not_saved']}", file=sys.stderr)
     return 0
 
+# %% ../nbs/60_cli.ipynb #2d2f437c
 def default_reid_run(run: Path) -> Path | None:
     "The independent re-ID model for `eval-codes` when none is named: a baseline run beside `run` (quickstart layout)."
     candidate = Path(run).resolve().parent / "baseline"
@@ -74,6 +75,7 @@ def cmd_app(args) -> int:
     from reid_workbench.app import serve_app
     return serve_app(args.run, args.data, port=args.port, open_browser=args.open, device=args.device)
 
+# %% ../nbs/60_cli.ipynb #32998855
 def cmd_quickstart(args) -> int:
     from reid_workbench.quickstart import quickstart
     quickstart(args.out, device=args.device)
@@ -104,8 +106,10 @@ def _add_synth(sub):
     p.add_argument("--images-per-id", type=int, default=12, help="images per identity (default 12)")
     p.add_argument("--size", type=_size, default=(128, 64), help="image size HxW (default 128x64)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives byte-identical output")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty output folder")
     p.set_defaults(func=cmd_synth)
 
+# %% ../nbs/60_cli.ipynb #2530b8b2
 def _add_check_data(sub):
     p = sub.add_parser("check-data", help="validate a dataset folder and print its statistics as JSON",
                        description="Validate a re-ID dataset and print statistics as one JSON line.")
@@ -122,6 +126,7 @@ def _add_methods(sub):
                        description="List the registered methods (name, kind, presets, summary).")
     p.set_defaults(func=cmd_methods)
 
+# %% ../nbs/60_cli.ipynb #a821a796
 def _add_train(sub):
     p = sub.add_parser("train", help="train a method into a run folder (resumes a run that has a checkpoint)",
                        description="Train a method with a preset; an existing run folder is resumed.")
@@ -137,6 +142,7 @@ def _add_train(sub):
                    help="continue an existing run although its settings or data differ (named in the error)")
     p.set_defaults(func=cmd_train)
 
+# %% ../nbs/60_cli.ipynb #15463749
 def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="evaluate a run: one JSON line with rank1/5/10, mAP, mINP",
                        description="Evaluate a trained run on the query/gallery split (Market-1501 protocol).")
@@ -161,6 +167,7 @@ def _add_eval_codes(sub):
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval_codes)
 
+# %% ../nbs/60_cli.ipynb #5965c3a9
 def _add_app(sub):
     p = sub.add_parser("app", help="serve the dashboards of a run as a web app (voila, 127.0.0.1)",
                        description="Serve the dashboards that apply to RUN's model with voila on 127.0.0.1.")
@@ -179,6 +186,7 @@ def _add_quickstart(sub):
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_quickstart)
 
+# %% ../nbs/60_cli.ipynb #abfd26d2
 def build_parser() -> argparse.ArgumentParser:
     "The `reid-workbench` argument parser with all sub-commands."
     parser = argparse.ArgumentParser(prog="reid-workbench",
@@ -206,7 +214,7 @@ def _interrupted(args) -> str:
         return f"interrupted; {run} resumes from its last checkpoint when you run the same command again"
     return f"interrupted before the first checkpoint of {run}; the same command starts it again"
 
-# %% ../nbs/60_cli.ipynb #9ffdb27b
+# %% ../nbs/60_cli.ipynb #48431660
 def main(argv=None) -> int:
     "Entry point of the `reid-workbench` console script: expected faults are one line on stderr and exit code 2."
     parser = build_parser()

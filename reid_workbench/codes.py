@@ -124,6 +124,7 @@ def interpolate_keypoints(pa: Tensor, pb: Tensor, t: float) -> Tensor:
     xy = torch.where(both[..., None], mixed, near[..., :2])
     return torch.cat([xy, near[..., 2:]], -1)
 
+# %% ../nbs/25_codes.ipynb #4a01fa29
 def interpolate(ca: Codes, cb: Codes, t: float, which: str = "appearance") -> Codes:
     "Codes of `ca` with its `which` code ('appearance' or 'structure') moved a fraction `t` towards `cb`'s."
     if not 0 <= t <= 1: raise ValueError(f"interpolate: t={t} must be in [0, 1]")
@@ -154,6 +155,7 @@ def parts_mask(parts, num_parts: int) -> Tensor:
     mask[idx] = True
     return mask
 
+# %% ../nbs/25_codes.ipynb #b9bd57cd
 def shuffle_parts(ca: Codes, cb: Codes, parts) -> Codes:
     "Codes of `ca` whose appearance parts `parts` come from `cb`."
     ca, cb = _broadcast(ca, cb)

@@ -61,6 +61,7 @@ def _pairs(x: Tensor, y: Tensor, what: str) -> tuple[Tensor, Tensor, bool]:
     if x.dim() != 4: raise ValueError(f"{what}: expected (B, C, H, W) or (C, H, W) images, got shape {tuple(x.shape)}")
     return x, y, single
 
+# %% ../nbs/36_codes_metrics.ipynb #2677232f
 def _valid_filter(n: int, g: Tensor) -> Tensor:
     "The (n - k + 1, n) matrix that applies the k-tap filter `g` at every 'valid' position of a length-n signal."
     m, k = n - len(g) + 1, len(g)
@@ -105,6 +106,7 @@ def _sqrt_psd(m: np.ndarray) -> np.ndarray:
     w, v = scipy.linalg.eigh(m)
     return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
 
+# %% ../nbs/36_codes_metrics.ipynb #f46c1670
 def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2) -> float:
     "Fréchet distance between the Gaussians N(mu1, sigma1) and N(mu2, sigma2) (1-D: variances as scalars)."
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
@@ -119,6 +121,7 @@ def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2) -> float:
     tr_covmean = np.sqrt(np.clip(scipy.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
     return float(max(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean, 0.0))
 
+# %% ../nbs/36_codes_metrics.ipynb #bd9d32bd
 def _feature_array(f, name: str) -> np.ndarray:
     a = f.detach().double().cpu().numpy() if isinstance(f, Tensor) else np.asarray(f, np.float64)
     if a.ndim == 1: a = a[:, None]
@@ -154,6 +157,7 @@ def _resize(images: Tensor, size) -> Tensor:
     if size is None or tuple(images.shape[-2:]) == tuple(size): return images
     return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
 
+# %% ../nbs/36_codes_metrics.ipynb #dd01df53
 def reid_feature_extractor(model, size=None, normalization: str | None = None, flip: bool = True,
                            batch_size: int = 64, device="cpu") -> Callable[[Tensor], Tensor]:
     "[0, 1] images -> the re-ID test feature of `model` (anything with `.embed`) at its input size and range."
@@ -170,6 +174,7 @@ def reid_feature_extractor(model, size=None, normalization: str | None = None, f
     extract.name = f"reid:{getattr(model, 'name', '') or type(model).__name__}"
     return extract
 
+# %% ../nbs/36_codes_metrics.ipynb #ee729b9a
 INCEPTION_WEIGHTS_FILE = "inception_v3_google-0cc3c7bd.pth"   # torchvision's Inception_V3_Weights.IMAGENET1K_V1
 
 # %% ../nbs/36_codes_metrics.ipynb #b91b566a
@@ -234,6 +239,7 @@ def swap_candidates(factors):
     rows = factors[factors["split"].isin(["query", "gallery"]) & (factors["pid"] > 0)]
     return rows.reset_index(drop=True)
 
+# %% ../nbs/36_codes_metrics.ipynb #784ef51a
 def sample_swap_pairs(factors, num_pairs: int = 64, seed: int = 0) -> list[tuple[str, str]]:
     "`num_pairs` seeded (a, b) image-name pairs of different test identities (a uniform, b uniform among the others)."
     if num_pairs < 1: raise ValueError(f"num_pairs={num_pairs}: need at least 1 pair")
@@ -249,6 +255,7 @@ def sample_swap_pairs(factors, num_pairs: int = 64, seed: int = 0) -> list[tuple
         pairs.append((names[i], names[int(others[rng.integers(len(others))])]))
     return pairs
 
+# %% ../nbs/36_codes_metrics.ipynb #6dafae64
 def _factor_row(factors, name: str):
     rows = factors[factors["name"] == name]
     if len(rows) != 1: raise KeyError(f"image {name!r}: {len(rows)} rows in the factor table (expected 1)")
@@ -282,6 +289,7 @@ def _check_synthreid(data_root) -> tuple[Path, dict]:
                          f"ground truth of a swap): {e}") from None
     return root, info
 
+# %% ../nbs/36_codes_metrics.ipynb #250d80a0
 @dataclass
 class EvalImages:
     "The test identities' images of a SynthReID dataset: names, pids, uint8 (N, 3, H, W) images."
@@ -301,6 +309,7 @@ def load_test_images(data_root, size=None, factors=None) -> EvalImages:
     images = [_to_size(load_image(root / SPLIT_FOLDERS[r.split] / r.name), size) for r in rows.itertuples()]
     return EvalImages(rows["name"].tolist(), [int(p) for p in rows["pid"]], torch.stack(images))
 
+# %% ../nbs/36_codes_metrics.ipynb #4e2bc7c6
 @dataclass
 class SwapSet:
     "Pairs (a, b) of test images of different identities with the ground truth of each swap, uint8 (N, 3, H, W)."
@@ -365,6 +374,7 @@ def generate_swaps(model, images_a: Tensor, images_b: Tensor, normalization: str
             out.append(to_unit(y.float(), normalization).cpu())
     return torch.cat(out)
 
+# %% ../nbs/36_codes_metrics.ipynb #bb35b74e
 def reconstruct(model, images: Tensor, normalization: str = "imagenet", batch_size: int = 32, device="cpu") -> Tensor:
     "decode(encode(x)) of [0, 1] or uint8 images, returned in [0, 1] on the CPU."
     out = []
@@ -391,6 +401,7 @@ def swap_fidelity(swapped: Tensor, gt: Tensor, a: Tensor, b: Tensor) -> dict:
     out["swap_beats_both"] = out["swap_beats_both_l1"] and out["swap_beats_both_ssim"]
     return out
 
+# %% ../nbs/36_codes_metrics.ipynb #950d44a6
 def reconstruction_scores(reconstructed: Tensor, images: Tensor) -> dict:
     "L1 and SSIM of reconstructions against their inputs."
     reconstructed, images = to_unit(reconstructed, "unit"), to_unit(images, "unit")
@@ -479,6 +490,7 @@ def _swap_scores(model, pairs, run: dict) -> tuple[dict, Tensor, Tensor, Tensor]
     out |= reconstruction_scores(reconstruct(model, pairs.a, **run), real_a)
     return out, swapped, real_a, real_b
 
+# %% ../nbs/36_codes_metrics.ipynb #0cbf83f0
 def _diversity_scores(model, test, ids: int, k: int, seed: int, run: dict) -> dict:
     "Intra-identity SSIM of generated images (one appearance, k structures) against real ones."
     plan = diversity_plan(test.pids, ids, k, seed)
@@ -502,6 +514,7 @@ def _retention_scores(reid, test, pairs, swapped, real_a, real_b) -> tuple[dict,
         out[f"retention_appearance{suffix}"], out[f"retention_structure{suffix}"] = r["appearance"], r["structure"]
     return out | {"retention_gallery_size": len(test.names) - 2}, gallery
 
+# %% ../nbs/36_codes_metrics.ipynb #cceb11f9
 def _fid_scores(extractor, test, swapped, real_b, gallery=None) -> dict:
     "FID of the swaps and of the 'return b' reference against the real test images (None without an extractor)."
     if extractor is None: return dict(fid=None, fid_ref_real=None, fid_extractor=None)

@@ -22,6 +22,7 @@ __all__ = ['SWAP_BODIES', 'MethodInfo', 'register_method', 'available_methods', 
 SWAP_BODIES = ("a", "b")
 _RANGE_TRANSFORMS = {"imagenet": {}, "unit": dict(normalize=False), "tanh": dict(mean=(.5, .5, .5), std=(.5, .5, .5))}
 
+# %% ../nbs/31_registry.ipynb #ffbae934
 @dataclass(frozen=True)
 class MethodInfo:
     "Everything the rest of the library needs to know about a method (see above)."
@@ -117,6 +118,7 @@ def _discover():
         if not m.name.startswith("_"): _import(f"{package.__name__}.{m.name}")
     for ep in entry_points(group="reid_workbench.methods"): _import(ep.value.split(":")[0])
 
+# %% ../nbs/31_registry.ipynb #0cec6314
 def available_methods(disentangler: bool | None = None) -> list[str]:
     "Names of the registered methods in quickstart order (only Disentanglers, or only the others, if asked)."
     _discover()

@@ -27,6 +27,7 @@ __all__ = ['SAMPLER_NAMES', 'LOCK_NAME', 'Stage', 'TrainingDiverged', 'TrainerCo
 # %% ../nbs/30_training.ipynb #e423b2ce
 SAMPLER_NAMES = ("pk", "pair", "verification", "random")
 
+# %% ../nbs/30_training.ipynb #f131068f
 @dataclass
 class Stage:
     "One phase of a method's training: its length, its sampler, and data overrides."
@@ -47,6 +48,7 @@ class Stage:
             if not isinstance(getattr(self, what), dict):
                 raise ValueError(f"Stage {self.name!r}: {what} must be a dict, got {type(getattr(self, what)).__name__}")
 
+# %% ../nbs/30_training.ipynb #49b109cc
 class TrainingDiverged(RuntimeError):
     "A loss (or the weights) became NaN / inf; the last good checkpoint on disk is left as it was."
     def __init__(self, message: str, loss_name: str = "", stage: str = "", epoch: int = -1, step: int = -1):
@@ -220,6 +222,7 @@ def _move(batch, device: torch.device, channels_last: bool):
         return type(batch)(_move(v, device, channels_last) for v in batch)
     return batch
 
+# %% ../nbs/30_training.ipynb #9bca9028
 def _plain(value):
     "JSON-ready version of metric values (tensors, numpy numbers and arrays, nested containers)."
     if isinstance(value, Tensor): value = value.detach().cpu().numpy()
@@ -258,6 +261,7 @@ def dataset_fingerprint(dataset) -> dict:
             "train_ids": len({r.pid for r in dataset.train}),
             "train_digest": hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]}
 
+# %% ../nbs/30_training.ipynb #2aaff89f
 def _train_factory(train_data, loader_config=None, data_info: dict | None = None) -> tuple[Callable, dict, set]:
     "(loader factory, data description, the keywords the factory takes) of the Trainer's train data."
     if callable(train_data):
@@ -338,6 +342,7 @@ def loss_log(self: Trainer) -> pd.DataFrame:
     if not self._rows: return pd.DataFrame(columns=["stage", "epoch", "step"])
     return pd.DataFrame(self._rows)
 
+# %% ../nbs/30_training.ipynb #8784edb5
 @patch
 def _flush_window(self: Trainer, stage: Stage, epoch: int) -> None:
     if not self._window: return
@@ -375,6 +380,7 @@ def _guard_finite(self: Trainer, what: str, key: str, value: Tensor, ctx: StepCo
     if self._any_rank(bad):
         self._diverged(what, key, float(value) if bad else float("nan"), ctx.stage, ctx.epoch, ctx.global_step)
 
+# %% ../nbs/30_training.ipynb #7193d3d5
 @patch
 def _diverged(self: Trainer, what: str, key: str, value: float, stage: Stage, epoch: int, step: int):
     self._flush_window(stage, epoch)
@@ -400,6 +406,7 @@ def _teardown_distributed(self: Trainer) -> None:
     if self._owns_process_group and dist.is_initialized(): dist.destroy_process_group()
     self._owns_process_group = False
 
+# %% ../nbs/30_training.ipynb #d4771dd2
 @patch
 def _broadcast(self: Trainer, tensors: Iterable[Tensor]) -> None:
     for t in tensors:
@@ -445,6 +452,7 @@ def _average_gradients(self: Trainer, optimizer, bucket_numel: int = 2**24) -> N
 def _freeze(self: Trainer) -> None:
     for m in self._frozen: m.eval()
 
+# %% ../nbs/30_training.ipynb #268b3e9b
 @patch
 def _freeze_stage(self: Trainer, stage: Stage) -> None:
     "No gradients for the stage's frozen modules; their flags are kept for `_end_stage`."
@@ -459,6 +467,7 @@ def _freeze_stage(self: Trainer, stage: Stage) -> None:
             self._frozen_flags.append((p, p.requires_grad))
             p.requires_grad_(False)
 
+# %% ../nbs/30_training.ipynb #5a147a50
 @patch
 def _end_stage(self: Trainer) -> None:
     for p, flag in self._frozen_flags: p.requires_grad_(flag)
@@ -482,6 +491,7 @@ def _build_optimizers(self: Trainer, stage: Stage) -> None:
                              f"parameters of the method")
         self.optimizers[name], self.schedulers[name] = opt, sched
 
+# %% ../nbs/30_training.ipynb #6b2a544c
 @patch
 def _begin_stage(self: Trainer, stage: Stage) -> None:
     self._freeze_stage(stage)
@@ -499,6 +509,7 @@ def _loader(self: Trainer, stage: Stage, epoch: int):
         self._log("warning: the loader factory takes no num_replicas / rank; it must shard the data itself")
     return self._factory(stage, epoch, **kwargs)
 
+# %% ../nbs/30_training.ipynb #f838e3aa
 @patch
 def _progress(self: Trainer, loader, stage: Stage, epoch: int):
     cfg = self.config
@@ -525,6 +536,7 @@ def run_info(run_dir) -> dict:
     if bad: raise ValueError(f"{path}: malformed run config: {', '.join(bad)}")
     return info
 
+# %% ../nbs/30_training.ipynb #62a84f83
 def run_data_root(run_dir, data=None) -> Path:
     "`data` if given, else the dataset root the run was trained on (clear errors when neither is there)."
     if data is not None:
@@ -631,6 +643,7 @@ def _checkpoint_state(self: Trainer, stage: Stage, epoch: int, rng: dict, rng_pe
             "epoch": epoch, "global_step": self.global_step, "world_size": self.world_size,
             "complete": self.stage_index == len(self.stages) - 1 and epoch == stage.epochs - 1}
 
+# %% ../nbs/30_training.ipynb #b527a94f
 @patch
 def _save_checkpoint(self: Trainer, stage: Stage, epoch: int, rng: dict) -> None:
     bad = [n for n, p in self.method.named_parameters() if not bool(torch.isfinite(p).all())]
@@ -659,6 +672,7 @@ def _load_resume_state(self: Trainer, resume) -> dict | None:
         raise CheckpointError(f"{path}: written for stages {state.get('stage_names')}, the method now has {names}")
     return state
 
+# %% ../nbs/30_training.ipynb #ff0da6db
 @patch
 def _rank_rng(self: Trainer, state: dict) -> dict:
     per_rank = state.get("rng_per_rank") or []
@@ -679,6 +693,7 @@ def _restore_optimizers(self: Trainer, state: dict) -> None:
         raise CheckpointError(f"{path}: optimizer / scheduler states do not fit: {e}") from None
     if state.get("scaler") and self.scaler.is_enabled(): self.scaler.load_state_dict(state["scaler"])
 
+# %% ../nbs/30_training.ipynb #342b9d41
 @patch
 def _continue_from(self: Trainer, state: dict) -> None:
     if self.deterministic: seed_everything(self.config.seed + self.rank, True)  # sets the kernels; RNGs come later
@@ -734,6 +749,7 @@ def _evaluate_synced(self: Trainer) -> None:
     if self.is_main: self.evaluate()
     if self.world_size > 1: dist.barrier()
 
+# %% ../nbs/30_training.ipynb #4b22d2b9
 @patch
 def evaluate(self: Trainer) -> dict:
     "Run `eval_fn(method)` (eval mode, no grad), append it to the history and write metrics.json."
@@ -845,11 +861,13 @@ def fit(self: Trainer, resume: bool | str = False, accept_changes: bool = False)
             for p in _remove_orphans(self.run_dir): self._log(f"removed {p.name}, left by an interrupted write")
         return self._fit(resume)
 
+# %% ../nbs/30_training.ipynb #eebe2371
 @patch
 def _finished(self: Trainer, state: dict) -> bool:
     "Whether the checkpoint is the end of the last stage as the method now plans it."
     return int(state["stage_index"]) == len(self.stages) - 1 and int(state["epoch"]) >= self.stages[-1].epochs - 1
 
+# %% ../nbs/30_training.ipynb #1f44e752
 @patch
 def _fit(self: Trainer, resume) -> pd.DataFrame:
     self._setup_distributed()
