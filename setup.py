@@ -11,7 +11,8 @@ requirements = cfg.get("requirements", "").split()
 extras = {
     "app": ["voila>=0.5"],
     "dev": ["pytest>=7", "pytest-timeout", "nbdev==2.4.14", "fastcore>=1.12.3,<2", "execnb>=0.1.12,<0.2",
-            "ghapi>=1.0.3,<2", "fastgit<0.1", "jupyterlab", "voila>=0.5", "playwright"],
+            "ghapi>=1.0.3,<2", "fastgit<0.1", "jupyterlab", "voila>=0.5", "playwright",
+            "scikit-image"],
     "pose": ["mediapipe==0.10.21", "numpy<2"],
     "faiss": ["faiss-cpu"],
 }

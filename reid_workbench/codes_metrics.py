@@ -20,7 +20,7 @@ from .codes import swap
 from .core import (IMAGE_RANGES, IMAGENET_MEAN, atomic_write_bytes, atomic_write_text, check_image_range,
                                  convert_range, get_device)
 from .data.loaders import load_image
-from .data.synth import (SPLIT_FOLDERS, encode_jpeg, factors_to_identity_nuisance, load_factors, render,
+from .data.synth import (SPLIT_FOLDERS, encode_jpeg, factors_to_identity_nuisance, load_factors, render_layers,
                                        synthreid_info)
 from .metrics import compute_distance_matrix, extract_features
 from .codes import PROTOCOL, is_disentangler
@@ -34,9 +34,9 @@ __all__ = ['INCEPTION_WEIGHTS_FILE', 'GT_BODIES', 'SWAP_FIGURE_COLUMNS', 'to_uni
            'l1_error', 'frechet_distance_from_stats', 'frechet_distance', 'model_input_size', 'reid_feature_extractor',
            'find_inception_weights', 'inception_feature_extractor', 'resolve_extractor', 'fid', 'swap_candidates',
            'sample_swap_pairs', 'swap_ground_truth', 'EvalImages', 'load_test_images', 'SwapSet', 'load_swap_set',
-           'generate_swaps', 'reconstruct', 'swap_fidelity', 'reconstruction_scores', 'intra_identity_ssim',
-           'ssim_diversity', 'diversity_plan', 'identity_retention', 'swap_figure', 'save_swap_figure',
-           'evaluate_disentanglement', 'eval_codes']
+           'generate_swaps', 'reconstruct', 'region_l1', 'mask_ssim', 'swap_fidelity', 'appearance_effect',
+           'reconstruction_scores', 'intra_identity_ssim', 'ssim_diversity', 'diversity_plan', 'identity_retention',
+           'swap_figure', 'save_swap_figure', 'evaluate_disentanglement', 'eval_codes']
 
 # %% ../nbs/36_codes_metrics.ipynb #e21f7a6f
 def to_unit(images: Tensor, normalization: str = "imagenet") -> Tensor:
@@ -263,16 +263,19 @@ def _factor_row(factors, name: str):
 
 # %% ../nbs/36_codes_metrics.ipynb #9f20fbf6
 def swap_ground_truth(factors, name_a: str, name_b: str, size=(128, 64), supersample: int = 2, body: str = "a",
-                      jpeg_quality: int | None = 95) -> np.ndarray:
+                      jpeg_quality: int | None = 95, with_mask: bool = False):
     """The uint8 (H, W, 3) image the swap (a's appearance, b's structure) should give: a's identity (body height and
-    width of a, or of b with `body='b'`) rendered under b's nuisance, JPEG-compressed like the dataset (None: not)."""
+    width of a, or of b with `body='b'`) rendered under b's nuisance, JPEG-compressed like the dataset (None: not).
+    `with_mask`: (image, the (H, W) bool mask of the person in it)."""
     if body not in GT_BODIES: raise ValueError(f"body={body!r}: use 'a' (a's body shape) or 'b' (b's)")
     identity, _ = factors_to_identity_nuisance(_factor_row(factors, name_a))
     other, nuisance = factors_to_identity_nuisance(_factor_row(factors, name_b))
     if body == "b": identity = replace(identity, height=other.height, width=other.width)
-    image = render(identity, nuisance, tuple(size), supersample)[0]
-    if jpeg_quality is None: return image
-    with Image.open(io.BytesIO(encode_jpeg(image, jpeg_quality))) as im: return np.array(im.convert("RGB"))
+    layers = render_layers(identity, nuisance, tuple(size), supersample)
+    image = layers.image
+    if jpeg_quality is not None:
+        with Image.open(io.BytesIO(encode_jpeg(image, jpeg_quality))) as im: image = np.array(im.convert("RGB"))
+    return (image, layers.person_mask) if with_mask else image
 
 # %% ../nbs/36_codes_metrics.ipynb #b79ce3a8
 def _to_size(image, size) -> Tensor:
@@ -280,6 +283,12 @@ def _to_size(image, size) -> Tensor:
     t = TF.pil_to_tensor(image) if isinstance(image, Image.Image) else torch.from_numpy(np.array(image, np.uint8)).permute(2, 0, 1)
     if size is None or tuple(t.shape[-2:]) == tuple(size): return t.contiguous()
     return TF.resize(t, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
+
+def _mask_to_size(mask: np.ndarray, size) -> Tensor:
+    "A (1, H, W) bool mask at `size`: the pixels more than half covered by the person after resizing."
+    t = torch.from_numpy(np.asarray(mask, np.float32))[None, None]
+    if tuple(t.shape[-2:]) != tuple(size): t = F.interpolate(t, size=tuple(size), mode="area")
+    return t[0] > 0.5
 
 def _check_synthreid(data_root) -> tuple[Path, dict]:
     root = Path(data_root)
@@ -321,6 +330,7 @@ class SwapSet:
     b: Tensor
     gt: Tensor
     body: str = "a"
+    mask: Tensor | None = None        # (N, 1, H, W) bool: where the person is in the ground truth
     def __len__(self): return len(self.names_a)
 
 # %% ../nbs/36_codes_metrics.ipynb #961ec5ab
@@ -337,10 +347,11 @@ def load_swap_set(data_root, num_pairs: int = 64, seed: int = 0, size=None, body
         raise ValueError(f"test_images are {tuple(test.images.shape[-2:])}, the swap set is asked at {size}")
     ia, ib = test.index(names_a), test.index(names_b)
     native, ss, q = tuple(info["args"]["size"]), int(info["args"]["supersample"]), int(info["args"]["jpeg_quality"])
-    gt = torch.stack([_to_size(swap_ground_truth(factors, na, nb, native, ss, body, q), size)
-                      for na, nb in pairs])
+    truths = [swap_ground_truth(factors, na, nb, native, ss, body, q, with_mask=True) for na, nb in pairs]
+    gt = torch.stack([_to_size(image, size) for image, _ in truths])
+    mask = torch.stack([_mask_to_size(m, size) for _, m in truths])
     return SwapSet(names_a, names_b, [test.pids[i] for i in ia], [test.pids[i] for i in ib],
-                   test.images[ia], test.images[ib], gt, body)
+                   test.images[ia], test.images[ib], gt, body, mask)
 
 # %% ../nbs/36_codes_metrics.ipynb #0a9cfad6
 @contextmanager
@@ -389,17 +400,45 @@ def reconstruct(model, images: Tensor, normalization: str = "imagenet", batch_si
 # %% ../nbs/36_codes_metrics.ipynb #4b8c6041
 def _mean(t: Tensor) -> float: return float(t.double().mean())
 
-def swap_fidelity(swapped: Tensor, gt: Tensor, a: Tensor, b: Tensor) -> dict:
-    """L1 and SSIM of the swaps against the ground truth, and of the trivial references 'return a' and 'return b';
-    `swap_beats_both` when the method has a lower L1 *and* a higher SSIM than both references."""
+def region_l1(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+    "Per-image mean absolute difference over the pixels of `mask` (B, 1, H, W); NaN for an empty region."
+    m = mask.to(x.dtype).expand_as(x)
+    return ((x - y).abs() * m).flatten(1).sum(1) / m.flatten(1).sum(1)
+
+def mask_ssim(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+    "Per-image SSIM of the two images with everything outside `mask` set to black (mask-SSIM)."
+    m = mask.to(x.dtype)
+    return ssim(x * m, y * m)
+
+# %% ../nbs/36_codes_metrics.ipynb #016b8e69
+def _fidelity(swapped, gt, a, b, region: str = "", mask: Tensor | None = None) -> dict:
+    "L1 / SSIM of the swaps and of both references in one region; `swap_beats_both<region>` when it wins both."
+    l1 = (lambda x: l1_error(x, gt)) if mask is None else (lambda x: region_l1(x, gt, mask))
+    sim = (lambda x: ssim(x, gt)) if mask is None else (lambda x: mask_ssim(x, gt, mask))
+    out = {}
+    for name, f in (("l1", l1), ("ssim", sim)):
+        out |= {f"swap_{name}{region}{ref}": _mean(f(x)) for ref, x in (("", swapped), ("_ref_a", a), ("_ref_b", b))}
+    beats_l1 = out[f"swap_l1{region}"] < min(out[f"swap_l1{region}_ref_a"], out[f"swap_l1{region}_ref_b"])
+    beats_ssim = out[f"swap_ssim{region}"] > max(out[f"swap_ssim{region}_ref_a"], out[f"swap_ssim{region}_ref_b"])
+    return out | {f"swap_beats_both{region}_l1": beats_l1, f"swap_beats_both{region}_ssim": beats_ssim,
+                  f"swap_beats_both{region}": beats_l1 and beats_ssim}
+
+def swap_fidelity(swapped: Tensor, gt: Tensor, a: Tensor, b: Tensor, mask: Tensor | None = None) -> dict:
+    """L1 and SSIM of the swaps against the ground truth, and of the trivial references 'return a' and 'return b', on
+    the whole image and (with the person `mask`) on the person and the background; `swap_beats_both[_region]` when
+    the method has a lower L1 *and* a higher SSIM than both references."""
     swapped, gt, a, b = (to_unit(x, "unit") for x in (swapped, gt, a, b))
-    out = dict(swap_l1=_mean(l1_error(swapped, gt)), swap_ssim=_mean(ssim(swapped, gt)),
-               swap_l1_ref_a=_mean(l1_error(a, gt)), swap_ssim_ref_a=_mean(ssim(a, gt)),
-               swap_l1_ref_b=_mean(l1_error(b, gt)), swap_ssim_ref_b=_mean(ssim(b, gt)))
-    out["swap_beats_both_l1"] = out["swap_l1"] < min(out["swap_l1_ref_a"], out["swap_l1_ref_b"])
-    out["swap_beats_both_ssim"] = out["swap_ssim"] > max(out["swap_ssim_ref_a"], out["swap_ssim_ref_b"])
-    out["swap_beats_both"] = out["swap_beats_both_l1"] and out["swap_beats_both_ssim"]
+    out = _fidelity(swapped, gt, a, b)
+    if mask is not None:
+        out |= _fidelity(swapped, gt, a, b, "_person", mask) | _fidelity(swapped, gt, a, b, "_background", ~mask)
     return out
+
+# %% ../nbs/36_codes_metrics.ipynb #d729725d
+def appearance_effect(swapped: Tensor, reconstructed_b: Tensor, gt: Tensor, b: Tensor, mask: Tensor) -> dict:
+    "The change that a's appearance code makes to the person region of b's decoding, and the change the truth makes."
+    swapped, reconstructed_b, gt, b = (to_unit(x, "unit") for x in (swapped, reconstructed_b, gt, b))
+    return dict(appearance_effect=_mean(region_l1(swapped, reconstructed_b, mask)),
+                appearance_effect_truth=_mean(region_l1(gt, b, mask)))
 
 # %% ../nbs/36_codes_metrics.ipynb #950d44a6
 def reconstruction_scores(reconstructed: Tensor, images: Tensor) -> dict:
@@ -486,8 +525,9 @@ def _swap_scores(model, pairs, run: dict) -> tuple[dict, Tensor, Tensor, Tensor]
     # the references pass through the model's range like its outputs (a float round trip)
     real_a, real_b = (to_unit(from_unit(x, run["normalization"]), run["normalization"]) for x in (pairs.a, pairs.b))
     swapped = generate_swaps(model, pairs.a, pairs.b, **run)
-    out = swap_fidelity(swapped, pairs.gt, real_a, real_b)
+    out = swap_fidelity(swapped, pairs.gt, real_a, real_b, pairs.mask)
     out |= reconstruction_scores(reconstruct(model, pairs.a, **run), real_a)
+    out |= appearance_effect(swapped, reconstruct(model, pairs.b, **run), pairs.gt, real_b, pairs.mask)
     return out, swapped, real_a, real_b
 
 # %% ../nbs/36_codes_metrics.ipynb #0cbf83f0

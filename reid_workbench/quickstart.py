@@ -22,9 +22,11 @@ from .viz import loss_curves_figure, loss_curves_png, ranked_list_image, ranked_
 __all__ = ['DISENTANGLEMENT_COLUMNS', 'ensure_synthreid', 'ranked_list_report', 'quickstart_plan', 'quickstart']
 
 # %% ../nbs/61_quickstart.ipynb #0ed88abd
-DISENTANGLEMENT_COLUMNS = ("swap_l1", "swap_ssim", "swap_l1_ref_a", "swap_l1_ref_b", "swap_ssim_ref_a", "swap_ssim_ref_b",
-                           "swap_beats_both", "retention_appearance", "retention_structure", "recon_l1", "recon_ssim",
-                           "diversity_generated", "diversity_real", "fid", "fid_ref_real")
+DISENTANGLEMENT_COLUMNS = tuple(f"swap_{m}{r}{ref}" for r in ("", "_person", "_background") for m in ("l1", "ssim")
+                                for ref in ("", "_ref_a", "_ref_b")) + (
+    "swap_beats_both", "swap_beats_both_person", "swap_beats_both_background", "appearance_effect",
+    "appearance_effect_truth", "retention_appearance", "retention_structure", "recon_l1", "recon_ssim",
+    "diversity_generated", "diversity_real", "fid", "fid_ref_real")
 
 def ensure_synthreid(root, config: SynthConfig | None = None, progress: bool = True) -> Path:
     "SynthReID at `root`: reuse a complete copy, else write it."

@@ -357,3 +357,31 @@ def test_eval_codes_writes_json_and_grid(synth, tmp_path):
     alone = eval_codes(tmp_path / "toy", synth, num_pairs=4, device="cpu", diversity_ids=2)
     assert alone["reid_run"] is None and alone["retention_structure"] is None and alone["fid"] is None
     assert any("re-ID model" in n for n in alone["notes"])
+
+
+def test_ssim_agrees_with_scikit_image():
+    "The same SSIM as scikit-image's structural_similarity: Gaussian window sigma 1.5, data range 1, population covariance."
+    structural_similarity = pytest.importorskip("skimage.metrics").structural_similarity
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 64, 32, generator=g, dtype=torch.float64)
+    y = (x + 0.2 * torch.randn(3, 3, 64, 32, generator=g, dtype=torch.float64)).clamp(0, 1)
+    ours = ssim(x, y)
+    theirs = [structural_similarity(a.permute(1, 2, 0).numpy(), b.permute(1, 2, 0).numpy(), gaussian_weights=True,
+                                    sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=2)
+              for a, b in zip(x, y)]
+    assert torch.allclose(ours, torch.tensor(theirs, dtype=torch.float64), atol=1e-6), (ours, theirs)
+
+
+def test_region_scores_and_appearance_effect(synth):
+    from reid_workbench.codes_metrics import appearance_effect, load_swap_set, mask_ssim, region_l1
+    pairs = load_swap_set(synth, 6, seed=0)
+    person = pairs.mask
+    assert person.any() and (~person).any()
+    gt, a, b = (to_unit(t, "unit") for t in (pairs.gt, pairs.a, pairs.b))
+    # region L1 is the mean over the region's pixels only; mask-SSIM ignores what lies outside the region
+    noisy = gt.clone(); noisy[(~person).expand_as(gt)] = 0.0
+    assert region_l1(noisy, gt, person).max() == 0 and torch.allclose(mask_ssim(noisy, gt, person), torch.ones(6, dtype=torch.float64))
+    fid = swap_fidelity(pairs.b, pairs.gt, pairs.a, pairs.b, person)
+    assert fid["swap_l1_background"] == fid["swap_l1_background_ref_b"] < fid["swap_l1_person_ref_b"]
+    effect = appearance_effect(pairs.gt, pairs.b, pairs.gt, pairs.b, person)     # a perfect swap changes what the truth does
+    assert effect["appearance_effect"] == effect["appearance_effect_truth"] > 0.05
