@@ -12,7 +12,8 @@ from reid_workbench.data.loaders import LoaderConfig, build_test_loaders
 from reid_workbench.data.synth import SynthConfig, write_synthreid
 from reid_workbench.methods.baseline import Baseline, BaselineConfig
 from reid_workbench.metrics import evaluate_features, extract_features
-from reid_workbench.training import Trainer, TrainerConfig, load_trained
+from reid_workbench.registry import load_trained
+from reid_workbench.training import Trainer, TrainerConfig
 
 
 def main():

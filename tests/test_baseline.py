@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from reid_workbench.core import seed_everything
-from reid_workbench.methods.baseline import Baseline, BaselineConfig, eval_mode
-from reid_workbench.training import Trainer, TrainerConfig, get_method, load_trained
+from reid_workbench.methods.baseline import Baseline, BaselineConfig
+from reid_workbench.methods.common import eval_mode
+from reid_workbench.registry import load_trained, method_info
+from reid_workbench.training import Trainer, TrainerConfig
 
 
 def test_config_presets_and_validation():
@@ -76,13 +78,6 @@ def test_training_steps_reduce_the_loss_and_features():
     assert generated.grad is not None and generated.grad.abs().sum() > 0
 
 
-def test_eval_mode_restores_each_module():
-    model = Baseline(BaselineConfig.tiny(), num_classes=3)
-    model.train(); model.backbone.layer1.eval()  # e.g. a module the Trainer froze
-    with eval_mode(model): assert not any(m.training for m in model.modules())
-    assert model.training and not model.backbone.layer1.training and model.head.training
-
-
 def test_ide_teacher_preset_state_dict_round_trip():
     torch.manual_seed(0)
     teacher = Baseline(BaselineConfig.teacher(depth=18, pretrained=False, size=(64, 32)), num_classes=5)
@@ -120,7 +115,7 @@ def test_trainer_run_and_load_trained(tmp_path):
     assert log["lr_model"].tolist() == pytest.approx([1e-3] * 3 + [1e-4] * 3)
     info = json.loads((tmp_path / "run" / "config.json").read_text())
     assert info["method"] == "baseline" and info["num_classes"] == 4 and info["method_config"]["depth"] == 18
-    assert get_method("baseline") == (BaselineConfig, Baseline)
+    assert (method_info("baseline").config, method_info("baseline").model) == (BaselineConfig, Baseline)
     loaded = load_trained(tmp_path / "run")
     assert isinstance(loaded, Baseline) and not loaded.training and loaded.config == config
     images = _FakeData()(None, 5)[0]["image"]

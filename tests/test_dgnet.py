@@ -1,20 +1,20 @@
 """DG-Net: config and schedule, encoder / decoder / discriminator shapes, losses, gray input, the detach switch, the
-Disentangler protocol, the joint optimizer, short training runs with the Trainer, teachers, resume and load_trained."""
+Disentangler protocol, the optimizers, short training runs with the Trainer, teachers, resume and load_trained."""
 import json, math
 
 import pytest
 import torch
 
 from reid_workbench.codes import Codes, Disentangler, interpolate, shuffle_parts, swap
-from reid_workbench.core import seed_everything
+from reid_workbench.core import convert_range, seed_everything
 from reid_workbench.data.datasets import load_synthreid
 from reid_workbench.data.loaders import LoaderConfig
 from reid_workbench.data.synth import SynthConfig, write_synthreid
 from reid_workbench.methods.baseline import Baseline, BaselineConfig
-from reid_workbench.methods.dgnet import (DGNet, DGNetConfig, JointOptimizer, _structure_donors, l1_loss,
-                                          primary_feature_weights, soft_label_kl)
-from reid_workbench.models.gan import convert_range
-from reid_workbench.training import Trainer, TrainerConfig, get_method, load_trained
+from reid_workbench.methods.common import weighted_sum
+from reid_workbench.methods.dgnet import DGNet, DGNetConfig, _structure_donors, l1_loss, primary_feature_weights, soft_label_kl
+from reid_workbench.registry import info_of, load_trained, method_info
+from reid_workbench.training import Trainer, TrainerConfig
 
 H, W = 64, 32
 
@@ -51,7 +51,7 @@ def test_config_presets_validation_and_loader_config():
                      (dict(img_weight=-1), "img_weight=-1"), (dict(teacher_overrides={"head": "x"}), "teacher_overrides"),
                      (dict(size=(64, 32), dis_layers=4), "dis_layers=4")]:
         with pytest.raises(ValueError, match=msg): DGNetConfig(**bad)
-    assert get_method("dgnet") == (DGNetConfig, DGNet)
+    assert (method_info("dgnet").config, method_info("dgnet").model) == (DGNetConfig, DGNet)
 
 
 def test_primary_feature_weights_schedule():
@@ -64,7 +64,8 @@ def test_primary_feature_weights_schedule():
     assert primary_feature_weights(7, DGNetConfig(warmup_iters=0, ramp_iters=14, prim_weight=1.0, fine_ratio=0.5)) == (0.5, 0.25)
     # without a teacher lambda_prim is 0 but L_fine keeps its schedule
     model = DGNet(small(warmup_iters=0, ramp_iters=4), num_classes=3)
-    assert model.loss_weights(2) == (0.0, pytest.approx(0.2))
+    weights = model.loss_weights(2)
+    assert "prim" not in weights and weights["fine"] == pytest.approx(0.2)
 
 
 def test_module_shapes_and_ranges():
@@ -107,27 +108,34 @@ def test_loss_functions_on_hand_made_inputs():
     assert teacher.grad is None and student.grad.abs().sum() > 0   # the teacher's soft labels are targets
 
 
+def _pair_batch(anchor, positive, pids) -> dict:
+    return {"anchor": {"image": anchor, "pid": pids}, "other": {"image": positive, "pid": pids}}
+
+
 def test_generator_loss_total_is_the_weighted_sum_of_eq_10():
     seed_everything(0)
     model = DGNet(small(), num_classes=6).train()
     anchor, positive, pids = torch.randn(4, 3, H, W), torch.randn(4, 3, H, W), torch.tensor([0, 1, 2, 3])
-    out = model.forward_pair(anchor, positive, _structure_donors(pids))
-    losses = model.generator_losses(out, pids, pids, lambda_prim=1.5, lambda_fine=0.3, teacher_logits=torch.randn(4, 6),
-                                    dis_outputs=model.discriminator(out["cross"]))
+    batch = _pair_batch(anchor, positive, pids)
+    weights = model.loss_weights(0) | {"prim": 1.5, "fine": 0.3}
+    out = model.gan_forward(batch, model.loss_weights(0))
+    out["teacher_logits"] = torch.randn(4, 6)
+    losses = model.generator_losses(out, batch, weights, model.discriminator(out["fake"]))
     cfg = model.config
     expected = (5 * (losses["img1"] + losses["img2"]) + losses["code1"] + losses["code2"] + losses["id_s"]
                 + 0.5 * losses["id_c"] + losses["adv"] + 1.5 * losses["prim"] + 0.3 * losses["fine"])
     assert (cfg.img_weight, cfg.id_cross_weight) == (5, 0.5)
-    assert losses["total"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert weighted_sum(losses, weights).item() == pytest.approx(expected.item(), rel=1e-6)
     # code reconstruction compares with the structure *donor*'s code; id_s sees both heads on all real images
-    assert losses["code2"].item() == pytest.approx(l1_loss(out["cross_structure"], out["s_anchor"][out["donors"]]).item())
-    real = out["real"]
+    assert out["donors"].tolist() == _structure_donors(pids).tolist()
+    assert losses["code2"].item() == pytest.approx(l1_loss(out["fake_structure"], out["s_anchor"][out["donors"]]).item())
+    real = out["real_appearance"]
     ce = torch.nn.functional.cross_entropy
     both = torch.cat([pids, pids])
     assert losses["id_s"].item() == pytest.approx((ce(real["prim_logits"], both) + ce(real["fine_logits"], both)).item(), rel=1e-6)
-    assert losses["fine"].item() == pytest.approx(ce(out["cross_appearance"]["fine_logits"], pids[out["donors"]]).item(), rel=1e-6)
-    d = model.discriminator_loss(out["anchor_tanh"], out["cross"])
-    assert d["total"].item() == pytest.approx((d["dis"] + cfg.r1_gamma / 2 * d["r1"]).item(), rel=1e-6)
+    assert losses["fine"].item() == pytest.approx(ce(out["fake_appearance"]["fine_logits"], pids[out["donors"]]).item(), rel=1e-6)
+    d = model.discriminator_losses(out, batch, weights)
+    assert weighted_sum(d, weights).item() == pytest.approx((d["dis"] + cfg.r1_gamma / 2 * d["r1"]).item(), rel=1e-6)
 
 
 def test_structure_donors_avoid_the_same_identity():
@@ -157,10 +165,10 @@ def test_detach_switch_controls_image_loss_gradients_into_E_a(detach):
     torch.manual_seed(0)
     model = DGNet(small(detach_appearance_for_image_losses=detach), num_classes=4).train()
     anchor, positive = torch.randn(4, 3, H, W), torch.randn(4, 3, H, W)
-    out = model.forward_pair(anchor, positive)
-    image_losses = (l1_loss(out["recon_self"], out["anchor_tanh"]) + l1_loss(out["recon_positive"], out["anchor_tanh"])
-                    + model.generator_losses(out, torch.arange(4), torch.arange(4),
-                                             dis_outputs=model.discriminator(out["cross"]))["adv"])
+    batch = _pair_batch(anchor, positive, torch.arange(4))
+    out = model.forward_pairs(anchor, positive)
+    image_losses = (l1_loss(out["recon_self"], out["real"]) + l1_loss(out["recon_positive"], out["real"])
+                    + model.generator_losses(out, batch, {}, model.discriminator(out["fake"]))["adv"])
     image_losses.backward()
     trunk_grad = sum(p.grad.abs().sum().item() for p in model.appearance_encoder.trunk.parameters() if p.grad is not None)
     decoder_grad = sum(p.grad.abs().sum().item() for p in model.decoder.parameters() if p.grad is not None)
@@ -168,16 +176,16 @@ def test_detach_switch_controls_image_loss_gradients_into_E_a(detach):
     assert (trunk_grad == 0) if detach else (trunk_grad > 0)
     # the identification loss trains E_a either way
     model.zero_grad()
-    out = model.forward_pair(anchor, positive)
-    model.generator_losses(out, torch.arange(4), torch.arange(4))["id_s"].backward()
+    out = model.forward_pairs(anchor, positive)
+    model.generator_losses(out, batch, {})["id_s"].backward()
     assert sum(p.grad.abs().sum().item() for p in model.appearance_encoder.trunk.parameters() if p.grad is not None) > 0
 
 
 def test_disentangler_protocol_swap_interpolate_shuffle():
     torch.manual_seed(0)
     model = DGNet(small(), num_classes=3)
-    assert isinstance(model, Disentangler) and model.structure_kind == "tensor"
-    assert model.part_regions == [(0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0)]
+    assert isinstance(model, Disentangler) and info_of(model).structure_kind == "tensor"
+    assert info_of(model).regions() == [(0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0)]
     x = torch.randn(3, 3, H, W)
     codes = model.encode(x)
     assert model.training  # encode used eval mode and gave the mode back
@@ -206,26 +214,6 @@ def test_disentangler_protocol_swap_interpolate_shuffle():
     grid = model.sample_images({"anchor": {"image": x}, "other": {"image": x}})
     assert grid.shape == (12, 3, H, W) and torch.equal(grid[0], x[0]) and torch.equal(grid[1], x[1])
     assert model.sample_images({"image": x, "pid": torch.arange(3)}) is None
-
-
-def test_joint_optimizer_steps_saves_and_loads():
-    w1, w2 = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
-    joint = JointOptimizer({"sgd": torch.optim.SGD([w1], lr=0.1, momentum=0.9), "adam": torch.optim.Adam([w2], lr=0.1)})
-    sched = torch.optim.lr_scheduler.LambdaLR(joint, lambda e: 0.1 ** e)
-    assert isinstance(joint, torch.optim.Optimizer) and len(joint.param_groups) == 2
-    (w1.sum() * 2 + w2.sum() * 3).backward()
-    joint.step(); sched.step()
-    assert torch.allclose(w1.detach(), torch.full((3,), 0.8)) and torch.allclose(w2.detach(), torch.full((2,), 0.9))
-    assert [g["lr"] for g in joint.param_groups] == pytest.approx([0.01, 0.01])
-    joint.zero_grad()
-    assert w1.grad is None and w2.grad is None
-    state = joint.state_dict()
-    twin = JointOptimizer({"sgd": torch.optim.SGD([w1], lr=0.5, momentum=0.9), "adam": torch.optim.Adam([w2], lr=0.5)})
-    twin.load_state_dict(state)
-    assert [g["lr"] for g in twin.param_groups] == pytest.approx([0.01, 0.01])
-    assert torch.equal(twin.optimizers["sgd"].state[w1]["momentum_buffer"], torch.full((3,), 2.0))
-    with pytest.raises(ValueError, match="expected"): twin.load_state_dict({"sgd": state["sgd"]})
-    with pytest.raises(ValueError, match="in both"): JointOptimizer({"a": torch.optim.SGD([w1], lr=1), "b": torch.optim.SGD([w1], lr=1)})
 
 
 def test_optimizers_follow_the_paper():
@@ -303,7 +291,7 @@ def test_resume_is_exact_with_the_joint_optimizer(tmp_path):
         seed_everything(0)
         trainer = Trainer(DGNet(small(epochs=epochs, warmup_iters=2, ramp_iters=2), num_classes=6), data, folder,
                           TrainerConfig(log_every=1, seed=0))
-        trainer.fit(resume=resume)
+        trainer.fit(resume=resume, accept_changes=resume)   # epochs 1 -> 2 on purpose
         return trainer
     straight = run(2, tmp_path / "a")
     run(1, tmp_path / "b")

@@ -1,14 +1,14 @@
-"GAN building blocks: image ranges and gray input, conv / AdaIN blocks, the AdaIN decoder, PatchGAN D, GAN losses, R1."
+"GAN building blocks: gray input (and core's image ranges), conv / AdaIN blocks, the AdaIN decoder, PatchGAN D, GAN losses, R1."
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from reid_workbench.data.loaders import IMAGENET_MEAN, IMAGENET_STD
+from reid_workbench.core import IMAGENET_MEAN, IMAGENET_STD, convert_range
 from reid_workbench.models.gan import (AdaIN2d, AdaINDecoder, AdaINResBlock, ConvBlock, MLP, MultiScaleDiscriminator,
-                                       PatchDiscriminator, ResBlock, convert_range, gan_d_loss, gan_g_loss, norm_layer,
-                                       r1_penalty, rgb_to_gray)
+                                       PatchDiscriminator, ResBlock, gan_d_loss, gan_g_loss, norm_layer, r1_penalty,
+                                       rgb_to_gray)
 
 
 def test_convert_range_round_trips_and_known_values():
@@ -24,7 +24,7 @@ def test_convert_range_round_trips_and_known_values():
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     assert torch.allclose(convert_range(torch.ones(1, 3, 1, 1), "imagenet", "unit"), mean[..., :1, :1] + std)
     with pytest.raises(ValueError, match="source='rgb'"): convert_range(unit, "rgb", "unit")
-    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"): convert_range(torch.rand(2, 1, 4, 4), "unit", "tanh")
+    with pytest.raises(ValueError, match=r"\(\.\.\., 3, H, W\)"): convert_range(torch.rand(2, 1, 4, 4), "unit", "tanh")
 
 
 def test_rgb_to_gray_is_bt601_luma_in_tanh_range():

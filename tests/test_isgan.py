@@ -8,14 +8,15 @@ import torch
 from torch import nn
 
 from reid_workbench.codes import Codes, Disentangler, interpolate, shuffle_parts, swap
-from reid_workbench.core import seed_everything
+from reid_workbench.core import convert_range, seed_everything
+from reid_workbench.methods.common import weighted_sum
 from reid_workbench.methods.isgan import (GLOBAL_FEATURES, LOCAL_FEATURES, PART_REGIONS, ISGAN, ISGANConfig,
                                           ISGANDiscriminator, ISGANGenerator, PartEncoder, draw_part_shuffle,
                                           identification_loss, kl_standard_normal, pair_indices, part_branch_blocks,
                                           part_shuffle, region_features, shuffling_loss)
 from reid_workbench.models.backbones import ResNetTrunk
-from reid_workbench.models.gan import convert_range
-from reid_workbench.training import Trainer, TrainerConfig, get_method, load_trained
+from reid_workbench.registry import load_trained, method_info
+from reid_workbench.training import Trainer, TrainerConfig
 
 H, W = 96, 32
 NUM_IDS = 8
@@ -71,7 +72,7 @@ def test_config_presets_validation_and_registry():
                      (dict(lambda_s=-1), "lambda_s=-1"), (dict(lambda_r=0), "lambda_r=0"),
                      (dict(generator_channels=(8, 8)), "generator_channels"), (dict(test_label="x"), "test_label")]:
         with pytest.raises(ValueError, match=msg): ISGANConfig(**bad)
-    assert get_method("isgan") == (ISGANConfig, ISGAN)
+    assert (method_info("isgan").config, method_info("isgan").model) == (ISGANConfig, ISGAN)
 
 
 def test_pair_indices():
@@ -83,7 +84,7 @@ def test_pair_indices():
 
 
 def test_part_regions_and_region_features():
-    assert ISGAN.part_regions == [tuple(r) for r in PART_REGIONS] and len(PART_REGIONS) == 8
+    assert method_info("isgan").regions() == [tuple(r) for r in PART_REGIONS] and len(PART_REGIONS) == 8
     assert all(PART_REGIONS[k] == (0.0, 1.0) for k in GLOBAL_FEATURES)
     assert [PART_REGIONS[k] for k in (3, 4)] == [(0.0, 0.5), (0.5, 1.0)]
     assert [PART_REGIONS[k] for k in (5, 6, 7)] == pytest.approx([(0, 1 / 3), (1 / 3, 2 / 3), (2 / 3, 1)])
@@ -163,21 +164,26 @@ def test_weighted_objectives_follow_the_stages_and_switches():
     batch = colour_batches(1, 0)[0]
     out = model.forward_pairs(batch["image"], batch["pid"])
     cfg = model.config
+    fake_outputs = model.discriminator(out["fake"])
     for stage, lambda_u in (("stage2", cfg.lambda_u), ("stage3", cfg.lambda_u_stage3)):
-        g = model.generator_losses(out, batch["pid"], stage)
+        weights = model.loss_weights(stage)
+        g = model.generator_losses(out, batch, weights, fake_outputs)
         expected = (lambda_u * g["L_U"] + cfg.lambda_s * g["L_S"] + cfg.lambda_ps * g["L_PS"] + cfg.lambda_d * g["L_D"]
                     + cfg.lambda_c * g["L_C"] + (cfg.lambda_r * g["L_R"] if stage == "stage3" else 0))
-        assert g["total"].item() == pytest.approx(expected.item(), rel=1e-5)
+        assert weighted_sum(g, weights).item() == pytest.approx(expected.item(), rel=1e-5)
         assert ("L_R" in g) == (stage == "stage3")
-    d = model.discriminator_losses(out, batch["pid"])
-    assert d["total"].item() == pytest.approx((cfg.lambda_d * d["D_D"] + cfg.lambda_c * d["D_C"]).item(), rel=1e-5)
+    weights = model.loss_weights("stage3")
+    d = model.discriminator_losses(out, batch, weights)
+    assert weighted_sum(d, weights).item() == pytest.approx((cfg.lambda_d * d["D_D"] + cfg.lambda_c * d["D_C"]).item(), rel=1e-5)
     # the ablation switches: each row computes exactly its losses and builds the optimizers it needs
     only_ls = ISGAN(small(use_lps=False, use_ld=False, use_lc=False, use_lu=False), num_classes=NUM_IDS).train()
     out = only_ls.forward_pairs(batch["image"], batch["pid"])
-    assert sorted(only_ls.generator_losses(out, batch["pid"], "stage3")) == ["L_R", "L_S", "total"]
+    weights = only_ls.loss_weights("stage3")
+    assert sorted(only_ls.generator_losses(out, batch, weights)) == ["L_R", "L_S"]
+    assert only_ls.discriminator_losses(out, batch, weights) == {}                        # no D update, no "dis" optimizer
     assert sorted(only_ls.configure_optimizers(only_ls.stages()[1])) == ["gen"]
     baseline = ISGAN(small(use_lps=False, use_ld=False, use_lc=False, use_lu=False, use_ls=False), num_classes=NUM_IDS)
-    assert [s.epochs for s in baseline.stages()] == [16, 0, 2] and "generated" not in baseline.forward_pairs(batch["image"], batch["pid"])
+    assert [s.epochs for s in baseline.stages()] == [16, 0, 2] and "fake" not in baseline.forward_pairs(batch["image"], batch["pid"])
 
 
 # -- the part-level shuffle (the trap of the public code) ----------------------------------------------------------------
@@ -212,7 +218,7 @@ def test_training_path_really_shuffles_parts():
     with torch.no_grad():
         out = model.forward_pairs(batch["image"], batch["pid"])
     n = out["num_pairs"]
-    recon_a, part_a = out["generated"][:n], out["generated"][4 * n:5 * n]
+    recon_a, part_a = out["fake"][:n], out["fake"][4 * n:5 * n]
     phi = out["features"]
     shuffled_in = part_shuffle(phi[out["anchors"]], phi[out["positives"]], out["masks"])
     changed = (shuffled_in != phi[out["anchors"]]).any(2)                    # which features G got from the positive
@@ -287,7 +293,7 @@ def test_part_shuffle_changes_mostly_the_rows_of_the_shuffled_region(tmp_path):
         images = torch.cat([a[:8], b[:8]])[torch.arange(16).view(2, 8).t().flatten()]   # (a0, b0, a1, b1, ...)
         out = model.forward_pairs(images, torch.arange(8).repeat_interleave(2))
         n = out["num_pairs"]
-        diffs = (out["generated"][4 * n:5 * n] - out["generated"][:n]).abs().mean((1, 3))  # (pairs, H)
+        diffs = (out["fake"][4 * n:5 * n] - out["fake"][:n]).abs().mean((1, 3))  # (pairs, H)
         inside_sum = outside_sum = 0.0
         for mask, d in zip(out["masks"], diffs):
             covered = torch.zeros(H, dtype=torch.bool)

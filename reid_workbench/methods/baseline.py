@@ -4,26 +4,28 @@
 
 # %% ../../nbs/42_methods.baseline.ipynb #9cdc3224
 from __future__ import annotations
-import contextlib
 from dataclasses import dataclass
 import torch
 from torch import nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from ..core import Config
 from ..data.loaders import LoaderConfig
 from ..losses import batch_hard_triplet, cross_entropy_lsr
+from .common import (check_choice, check_milestones, check_nonnegative, check_unit_interval,
+                                           eval_mode, trainable, weighted_sum)
 from ..models.backbones import ResNetTrunk
 from ..models.heads import BNNeckHead, IDEHead
 from ..registry import MethodInfo, register_method
 from ..training import Method, Stage, StepContext
 
 # %% auto #0
-__all__ = ['BaselineConfig', 'eval_mode', 'Baseline']
+__all__ = ['BaselineConfig', 'Baseline']
 
 # %% ../../nbs/42_methods.baseline.ipynb #ddab392c
 @dataclass
-class BaselineConfig(Config):
-    "A ResNet re-ID baseline; the defaults are the BNNeck strong baseline (Luo et al., 2019)."
+class _BaselineNetwork(Config):
+    "The network fields of `BaselineConfig`: trunk, input size and head."
     depth: int = 50                          # ResNet-18 / 34 / 50
     last_stride: int = 1
     pretrained: bool | str = "imagenet"      # False, "imagenet" / True, or a path to a torchvision weights file
@@ -32,6 +34,16 @@ class BaselineConfig(Config):
     pool: str = "avg"                        # "avg" | "max"
     bottleneck_dim: int | None = 512         # IDE head only (None: classify the pooled feature)
     dropout: float = 0.5                     # IDE head only
+
+    def __post_init__(self):
+        check_choice(self, "depth", (18, 34, 50)); check_choice(self, "last_stride", (1, 2))
+        check_choice(self, "head", ("bnneck", "ide")); check_choice(self, "pool", ("avg", "max"))
+        self._require(len(self.size) == 2 and min(self.size) >= 32, f"size={self.size!r} must be (height, width), both >= 32")
+
+# %% ../../nbs/42_methods.baseline.ipynb #ddab392e
+@dataclass
+class BaselineConfig(_BaselineNetwork):
+    "A ResNet re-ID baseline; the defaults are the BNNeck strong baseline (Luo et al., 2019)."
     P: int = 16                              # identities per batch
     K: int = 4                               # images per identity
     id_weight: float = 1.0
@@ -50,62 +62,52 @@ class BaselineConfig(Config):
     random_erasing_p: float = 0.5
 
     def __post_init__(self):
+        super().__post_init__()
         need = self._require
-        need(self.depth in (18, 34, 50), f"depth={self.depth!r} must be 18, 34 or 50")
-        need(self.last_stride in (1, 2), f"last_stride={self.last_stride!r} must be 1 or 2")
-        need(self.head in ("bnneck", "ide"), f"head={self.head!r} must be 'bnneck' or 'ide'")
-        need(self.pool in ("avg", "max"), f"pool={self.pool!r} must be 'avg' or 'max'")
-        need(self.optimizer in ("adam", "sgd"), f"optimizer={self.optimizer!r} must be 'adam' or 'sgd'")
-        need(len(self.size) == 2 and min(self.size) >= 32, f"size={self.size!r} must be (height, width), both >= 32")
+        check_choice(self, "optimizer", ("adam", "sgd"))
         need(self.P >= 2 and self.K >= 2, f"P={self.P}, K={self.K}: a P x K batch needs P >= 2 identities of K >= 2 images")
         need(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing} must be in [0, 1)")
         need(self.id_weight >= 0 and self.triplet_weight >= 0 and self.id_weight + self.triplet_weight > 0,
              f"id_weight={self.id_weight}, triplet_weight={self.triplet_weight}: must be >= 0, not both 0")
         need(self.triplet_margin is None or self.triplet_margin >= 0, f"triplet_margin={self.triplet_margin} must be >= 0 or None")
-        need(self.lr > 0 and self.backbone_lr_mult >= 0 and self.weight_decay >= 0, "lr must be > 0, backbone_lr_mult and weight_decay >= 0")
+        need(self.lr > 0, f"lr={self.lr} must be > 0"); check_nonnegative(self, "backbone_lr_mult", "weight_decay")
         need(self.epochs >= 1 and 0 <= self.warmup_epochs <= self.epochs, f"epochs={self.epochs}, warmup_epochs={self.warmup_epochs}: need 0 <= warmup <= epochs, epochs >= 1")
-        need(list(self.milestones) == sorted(self.milestones), f"milestones={self.milestones} must be increasing")
-        need(0 <= self.random_erasing_p <= 1, f"random_erasing_p={self.random_erasing_p} must be in [0, 1]")
+        check_milestones(self); check_unit_interval(self, "random_erasing_p")
 
-    @classmethod
-    def paper(cls, **overrides) -> BaselineConfig:
-        "The strong baseline of Luo et al. (2019): ResNet-50, BNNeck, LSR 0.1 + triplet 0.3, Adam, 120 epochs."
-        return cls(**overrides)
+# %% ../../nbs/42_methods.baseline.ipynb #85aa67e3
+@patch(cls_method=True)
+def paper(cls: BaselineConfig, **overrides) -> BaselineConfig:
+    "The strong baseline of Luo et al. (2019): ResNet-50, BNNeck, LSR 0.1 + triplet 0.3, Adam, 120 epochs."
+    return cls(**overrides)
 
-    @classmethod
-    def teacher(cls, **overrides) -> BaselineConfig:
-        """DG-Net's teacher: a ResNet-50 with an IDE head trained with cross-entropy only (no smoothing, no triplet).
-        The paper gives no schedule for it; 60 epochs with a decay at 40 is ours."""
-        return cls(**(dict(head="ide", label_smoothing=0.0, triplet_weight=0.0, epochs=60, warmup_epochs=5,
-                           milestones=(40,)) | overrides))
+@patch(cls_method=True)
+def teacher(cls: BaselineConfig, **overrides) -> BaselineConfig:
+    """DG-Net's teacher: a ResNet-50 with an IDE head trained with cross-entropy only (no smoothing, no triplet).
+    The paper gives no schedule for it; 60 epochs with a decay at 40 is ours."""
+    return cls(**(dict(head="ide", label_smoothing=0.0, triplet_weight=0.0, epochs=60, warmup_epochs=5,
+                       milestones=(40,)) | overrides))
 
-    @classmethod
-    def tiny(cls, **overrides) -> BaselineConfig:
-        "ResNet-18 at 128x64 from random weights, 8 x 4 batches, a few epochs: minutes on a CPU with SynthReID."
-        return cls(**(dict(depth=18, pretrained=False, size=(128, 64), P=8, K=4, lr=1e-3, epochs=8, warmup_epochs=1,
-                           milestones=(6,)) | overrides))
+@patch(cls_method=True)
+def tiny(cls: BaselineConfig, **overrides) -> BaselineConfig:
+    "ResNet-18 at 128x64 from random weights, 8 x 4 batches, a few epochs: minutes on a CPU with SynthReID."
+    return cls(**(dict(depth=18, pretrained=False, size=(128, 64), P=8, K=4, lr=1e-3, epochs=8, warmup_epochs=1,
+                       milestones=(6,)) | overrides))
 
-    def lr_factor(self, epoch: int) -> float:
-        "The lr multiplier of `epoch` (0-based): linear warm-up, then step decay."
-        if epoch < self.warmup_epochs: return (epoch + 1) / self.warmup_epochs
-        return self.gamma ** sum(epoch >= m for m in self.milestones)
+# %% ../../nbs/42_methods.baseline.ipynb #85aa67e6
+@patch
+def lr_factor(self: BaselineConfig, epoch: int) -> float:
+    "The lr multiplier of `epoch` (0-based): linear warm-up, then step decay."
+    if epoch < self.warmup_epochs: return (epoch + 1) / self.warmup_epochs
+    return self.gamma ** sum(epoch >= m for m in self.milestones)
 
-    def loader_config(self, base: LoaderConfig | None = None) -> LoaderConfig:
-        "`base` (default `LoaderConfig()`) with this recipe's P, K, batch size, input size and random erasing."
-        base = base or LoaderConfig()
-        transform = base.transform.replace(size=tuple(self.size), random_erasing_p=self.random_erasing_p)
-        return base.replace(P=self.P, K=self.K, batch_size=self.P * self.K, transform=transform)
+@patch
+def loader_config(self: BaselineConfig, base: LoaderConfig | None = None) -> LoaderConfig:
+    "`base` (default `LoaderConfig()`) with this recipe's P, K, batch size, input size and random erasing."
+    base = base or LoaderConfig()
+    transform = base.transform.replace(size=tuple(self.size), random_erasing_p=self.random_erasing_p)
+    return base.replace(P=self.P, K=self.K, batch_size=self.P * self.K, transform=transform)
 
 # %% ../../nbs/42_methods.baseline.ipynb #402dcf16
-@contextlib.contextmanager
-def eval_mode(module: nn.Module):
-    "Put `module` in eval mode for the block, then give every sub-module back its own previous mode."
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try: yield module
-    finally:
-        for m, training in modes: m.training = training
-
 class Baseline(Method):
     "ResNet trunk + BNNeck / IDE head trained with cross-entropy (LSR) and batch-hard triplet losses."
     def __init__(self, config: BaselineConfig, num_classes: int):
@@ -132,39 +134,41 @@ class Baseline(Method):
         with eval_mode(self): feature = self.outputs(images)["feature"]
         return F.normalize(feature.float(), dim=1)
 
-    def stages(self) -> list[Stage]:
-        cfg = self.config
-        return [Stage("train", cfg.epochs, sampler="pk" if cfg.triplet_weight > 0 else "random",
-                      transform={"size": tuple(cfg.size), "random_erasing_p": cfg.random_erasing_p})]
+# %% ../../nbs/42_methods.baseline.ipynb #402dcf19
+@patch
+def stages(self: Baseline) -> list[Stage]:
+    cfg = self.config
+    return [Stage("train", cfg.epochs, sampler="pk" if cfg.triplet_weight > 0 else "random",
+                  transform={"size": tuple(cfg.size), "random_erasing_p": cfg.random_erasing_p})]
 
-    def configure_optimizers(self, stage: Stage) -> dict:
-        cfg = self.config
-        trainable = lambda m: [p for p in m.parameters() if p.requires_grad]
-        groups = [{"params": trainable(self.backbone), "lr": cfg.lr * cfg.backbone_lr_mult},
-                  {"params": trainable(self.head), "lr": cfg.lr}]
-        groups = [g for g in groups if g["params"]]
-        if cfg.optimizer == "adam": opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        else: opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
-        factor = cfg.lr_factor
-        return {"model": (opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: factor(epoch)))}
+@patch
+def configure_optimizers(self: Baseline, stage: Stage) -> dict:
+    cfg = self.config
+    groups = [{"params": trainable(self.backbone), "lr": cfg.lr * cfg.backbone_lr_mult},
+              {"params": trainable(self.head), "lr": cfg.lr}]
+    groups = [g for g in groups if g["params"]]
+    if cfg.optimizer == "adam": opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else: opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    factor = cfg.lr_factor
+    return {"model": (opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: factor(epoch)))}
 
-    def losses(self, out: dict, pids: torch.Tensor) -> dict[str, torch.Tensor]:
-        "The weighted training losses of a head output for identity labels `pids` (`total` is what is minimised)."
-        cfg = self.config
-        losses = {"id": cross_entropy_lsr(out["logits"], pids, cfg.label_smoothing)}
-        total = cfg.id_weight * losses["id"]
-        if cfg.triplet_weight > 0:
-            losses["triplet"] = batch_hard_triplet(out["triplet_feature"], pids, cfg.triplet_margin)
-            total = total + cfg.triplet_weight * losses["triplet"]
-        return {"total": total, **losses}
+# %% ../../nbs/42_methods.baseline.ipynb #402dcf1c
+@patch
+def losses(self: Baseline, out: dict, pids: torch.Tensor) -> dict[str, torch.Tensor]:
+    "The weighted training losses of a head output for identity labels `pids` (`total` is what is minimised)."
+    cfg = self.config
+    losses = {"id": cross_entropy_lsr(out["logits"], pids, cfg.label_smoothing)}
+    if cfg.triplet_weight > 0: losses["triplet"] = batch_hard_triplet(out["triplet_feature"], pids, cfg.triplet_margin)
+    return {"total": weighted_sum(losses, {"id": cfg.id_weight, "triplet": cfg.triplet_weight}), **losses}
 
-    def training_step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
-        images, pids = batch["image"], batch["pid"]
-        with ctx.autocast(): out = self.outputs(images)
-        losses = self.losses(out, pids)
-        ctx.step("model", losses["total"])
-        accuracy = (out["logits"].detach().argmax(1) == pids).float().mean()
-        return {"loss": losses.pop("total").item(), **{k: v.item() for k, v in losses.items()}, "acc": accuracy.item()}
+@patch
+def training_step(self: Baseline, batch: dict, ctx: StepContext) -> dict[str, float]:
+    images, pids = batch["image"], batch["pid"]
+    with ctx.autocast(): out = self.outputs(images)
+    losses = self.losses(out, pids)
+    ctx.step("model", losses["total"])
+    accuracy = (out["logits"].detach().argmax(1) == pids).float().mean()
+    return {"loss": losses.pop("total").item(), **{k: v.item() for k, v in losses.items()}, "acc": accuracy.item()}
 
 register_method(MethodInfo("baseline", BaselineConfig, Baseline, summary="ResNet + IDE/BNNeck heads, LSR CE + batch-hard triplet",
                            presets=("paper", "tiny", "teacher"), quickstart=dict(epochs=24, milestones=(18,)),
