@@ -33,10 +33,10 @@ from torchvision.transforms import InterpolationMode
 __all__ = ['INCEPTION_WEIGHTS_FILE', 'GT_BODIES', 'SWAP_FIGURE_COLUMNS', 'to_unit', 'from_unit', 'gaussian_window', 'ssim',
            'l1_error', 'frechet_distance_from_stats', 'frechet_distance', 'model_input_size', 'reid_feature_extractor',
            'find_inception_weights', 'inception_feature_extractor', 'resolve_extractor', 'fid', 'swap_candidates',
-           'sample_swap_pairs', 'swap_ground_truth', 'EvalImages', 'load_test_images', 'SwapSet', 'load_swap_set',
-           'generate_swaps', 'reconstruct', 'region_l1', 'mask_ssim', 'swap_fidelity', 'appearance_effect',
-           'reconstruction_scores', 'intra_identity_ssim', 'ssim_diversity', 'diversity_plan', 'identity_retention',
-           'swap_figure', 'save_swap_figure', 'evaluate_disentanglement', 'eval_codes']
+           'sample_swap_pairs', 'swap_ground_truth', 'mask_to_size', 'EvalImages', 'load_test_images', 'SwapSet',
+           'load_swap_set', 'generate_swaps', 'reconstruct', 'region_l1', 'mask_ssim', 'swap_fidelity',
+           'appearance_effect', 'reconstruction_scores', 'intra_identity_ssim', 'ssim_diversity', 'diversity_plan',
+           'identity_retention', 'swap_figure', 'save_swap_figure', 'evaluate_disentanglement', 'eval_codes']
 
 # %% ../nbs/36_codes_metrics.ipynb #e21f7a6f
 def to_unit(images: Tensor, normalization: str = "imagenet") -> Tensor:
@@ -284,7 +284,7 @@ def _to_size(image, size) -> Tensor:
     if size is None or tuple(t.shape[-2:]) == tuple(size): return t.contiguous()
     return TF.resize(t, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
 
-def _mask_to_size(mask: np.ndarray, size) -> Tensor:
+def mask_to_size(mask: np.ndarray, size) -> Tensor:
     "A (1, H, W) bool mask at `size`: the pixels more than half covered by the person after resizing."
     t = torch.from_numpy(np.asarray(mask, np.float32))[None, None]
     if tuple(t.shape[-2:]) != tuple(size): t = F.interpolate(t, size=tuple(size), mode="area")
@@ -349,7 +349,7 @@ def load_swap_set(data_root, num_pairs: int = 64, seed: int = 0, size=None, body
     native, ss, q = tuple(info["args"]["size"]), int(info["args"]["supersample"]), int(info["args"]["jpeg_quality"])
     truths = [swap_ground_truth(factors, na, nb, native, ss, body, q, with_mask=True) for na, nb in pairs]
     gt = torch.stack([_to_size(image, size) for image, _ in truths])
-    mask = torch.stack([_mask_to_size(m, size) for _, m in truths])
+    mask = torch.stack([mask_to_size(m, size) for _, m in truths])
     return SwapSet(names_a, names_b, [test.pids[i] for i in ia], [test.pids[i] for i in ib],
                    test.images[ia], test.images[ib], gt, body, mask)
 
@@ -410,7 +410,7 @@ def mask_ssim(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
     m = mask.to(x.dtype)
     return ssim(x * m, y * m)
 
-# %% ../nbs/36_codes_metrics.ipynb #016b8e69
+# %% ../nbs/36_codes_metrics.ipynb #f2dba85e
 def _fidelity(swapped, gt, a, b, region: str = "", mask: Tensor | None = None) -> dict:
     "L1 / SSIM of the swaps and of both references in one region; `swap_beats_both<region>` when it wins both."
     l1 = (lambda x: l1_error(x, gt)) if mask is None else (lambda x: region_l1(x, gt, mask))
@@ -433,7 +433,7 @@ def swap_fidelity(swapped: Tensor, gt: Tensor, a: Tensor, b: Tensor, mask: Tenso
         out |= _fidelity(swapped, gt, a, b, "_person", mask) | _fidelity(swapped, gt, a, b, "_background", ~mask)
     return out
 
-# %% ../nbs/36_codes_metrics.ipynb #d729725d
+# %% ../nbs/36_codes_metrics.ipynb #5ee5d9b5
 def appearance_effect(swapped: Tensor, reconstructed_b: Tensor, gt: Tensor, b: Tensor, mask: Tensor) -> dict:
     "The change that a's appearance code makes to the person region of b's decoding, and the change the truth makes."
     swapped, reconstructed_b, gt, b = (to_unit(x, "unit") for x in (swapped, reconstructed_b, gt, b))

@@ -19,7 +19,7 @@ import ipywidgets as W
 from fastcore.basics import patch
 
 from ..codes import Codes, equal_stripes, is_disentangler
-from ..codes_metrics import swap_ground_truth
+from ..codes_metrics import mask_to_size, swap_ground_truth
 from ..core import convert_range
 from ..data.datasets import ReIDDataset, load_dataset
 from ..data.loaders import load_image
@@ -181,16 +181,18 @@ def other_identity(self: ImageBank, i: int) -> int:
 
 # %% ../../nbs/52_dashboards.core.ipynb #6b8dd147
 @patch
-def swap_truth(self: ImageBank, a: int, b: int, body: str = "a") -> Image.Image | None:
-    "SynthReID's ground truth of swapping a's appearance onto b's structure, at the bank's size; None without factors."
+def swap_truth(self: ImageBank, a: int, b: int, body: str = "a", with_mask: bool = False):
+    """SynthReID's ground truth of swapping a's appearance onto b's structure, at the bank's size; None without factors.
+    `with_mask`: (image, its (1, H, W) bool person mask)."""
     if self.factors is None: return None
     args = self.synth_info["args"]
-    truth = swap_ground_truth(self.factors, self.names[a], self.names[b], tuple(args["size"]),
-                              int(args["supersample"]), body, int(args["jpeg_quality"]))
+    truth, mask = swap_ground_truth(self.factors, self.names[a], self.names[b], tuple(args["size"]),
+                                    int(args["supersample"]), body, int(args["jpeg_quality"]), with_mask=True)
     im = Image.fromarray(truth)
-    if (im.height, im.width) == self.size: return im
-    t = TF.resize(TF.pil_to_tensor(im), list(self.size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-    return Image.fromarray(t.permute(1, 2, 0).numpy())
+    if (im.height, im.width) != self.size:
+        t = TF.resize(TF.pil_to_tensor(im), list(self.size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+        im = Image.fromarray(t.permute(1, 2, 0).numpy())
+    return (im, mask_to_size(mask, self.size)) if with_mask else im
 
 # %% ../../nbs/52_dashboards.core.ipynb #fe1b1dfa
 def need_disentangler(model, what: str):

@@ -9,23 +9,28 @@ from PIL import Image
 from fastcore.basics import patch
 
 from ..codes import is_disentangler, swap
-from ..codes_metrics import l1_error, ssim
+from ..codes_metrics import swap_fidelity
 from .core import (CodeBank, Dashboard, ImagePicker, OpenRun, captioned, code_bank,
                                             image_widget, png_bytes, register_dashboard)
 from ..viz import image_grid
 import torchvision.transforms.v2.functional as TF   # after reid_workbench: it makes torchvision's ops importable
 
 # %% auto #0
-__all__ = ['swap_scores', 'swap_grid', 'SwapDashboard']
+__all__ = ['swap_scores', 'score_line', 'swap_grid', 'SwapDashboard']
 
 # %% ../../nbs/53_dashboards.swap.ipynb #aaf29e83
 def _unit(image: Image.Image): return TF.pil_to_tensor(image.convert("RGB")).float() / 255
 
-def swap_scores(generated: Image.Image, truth: Image.Image, b: Image.Image) -> dict:
-    "L1 and SSIM against the ground truth of the generated swap and of the structure donor b itself."
-    gen, gt, real_b = _unit(generated), _unit(truth), _unit(b)
-    return dict(l1=float(l1_error(gen, gt)), ssim=float(ssim(gen, gt)),
-                b_l1=float(l1_error(real_b, gt)), b_ssim=float(ssim(real_b, gt)))
+def swap_scores(generated: Image.Image, truth: Image.Image, a: Image.Image, b: Image.Image, mask) -> dict:
+    "Swap fidelity of one generated swap and of both references (whole image, person `mask`, background)."
+    return swap_fidelity(*(_unit(im)[None] for im in (generated, truth, a, b)), mask[None])
+
+def score_line(s: dict) -> str:
+    "The scores as one line: the person region first (where a swap shows whether it moved the appearance)."
+    part = lambda r, name: (f"{name}: L1 {s[f'swap_l1{r}']:.3f} (a {s[f'swap_l1{r}_ref_a']:.3f} · b "
+                            f"{s[f'swap_l1{r}_ref_b']:.3f}), SSIM {s[f'swap_ssim{r}']:.3f} (a {s[f'swap_ssim{r}_ref_a']:.3f}"
+                            f" · b {s[f'swap_ssim{r}_ref_b']:.3f}) {'✓ beats both' if s[f'swap_beats_both{r}'] else '✗'}")
+    return "vs ground truth — " + " | ".join([part("_person", "person"), part("", "whole image")])
 
 # %% ../../nbs/53_dashboards.swap.ipynb #1738b435
 def swap_grid(codes: CodeBank, rows: list[int], cols: list[int]) -> list[list[Image.Image]]:
@@ -118,12 +123,11 @@ def _update_single(self: SwapDashboard):
     self.structure_image.value = png_bytes(self.codes.structure_thumbnail(b))
     self.generated = self.codes.decode(swap(self.codes[a], self.codes[b]))[0]
     self.generated_image.value = png_bytes(self.generated)
-    self.truth = self.bank.swap_truth(a, b, self.codes.info.swap_body)
-    if self.truth is None: self.scores.value = ""; return
+    truth = self.bank.swap_truth(a, b, self.codes.info.swap_body, with_mask=True)
+    if truth is None: self.truth = None; self.scores.value = ""; return
+    self.truth, person = truth
     self.truth_image.value = png_bytes(self.truth)
-    s = swap_scores(self.generated, self.truth, self.bank.pil(b))
-    self.scores.value = (f"vs ground truth — generated: L1 {s['l1']:.3f}, SSIM {s['ssim']:.3f} · "
-                         f"b itself: L1 {s['b_l1']:.3f}, SSIM {s['b_ssim']:.3f}")
+    self.scores.value = score_line(swap_scores(self.generated, self.truth, self.bank.pil(a), self.bank.pil(b), person))
 
 # %% ../../nbs/53_dashboards.swap.ipynb #a6d26025
 def _following(picker: ImagePicker, n: int) -> list[int]:
