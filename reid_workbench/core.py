@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #bff90006
 from __future__ import annotations
-import dataclasses, io, json, os, pickle, random, tempfile, typing, zipfile
+import dataclasses, hashlib, io, json, os, pickle, random, struct, tempfile, typing, zipfile
 from pathlib import Path
 from typing import Any
 import numpy as np
@@ -93,7 +93,7 @@ def _to_plain(value):
     if isinstance(value, (np.integer, np.floating)): return value.item()
     return value
 
-# %% ../nbs/00_core.ipynb #cbd0ea75
+# %% ../nbs/00_core.ipynb #a6a0eb96
 def _from_plain(tp, value, where: str):
     "Convert a JSON value back to the annotated type `tp` (dataclasses, tuples, lists, optionals)."
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -115,7 +115,7 @@ def _from_plain(tp, value, where: str):
     if tp is Path and isinstance(value, str): return Path(value)
     return value
 
-# %% ../nbs/00_core.ipynb #0bffcd2b
+# %% ../nbs/00_core.ipynb #7b584690
 def config_from_dict(cls, data: dict, where: str | None = None):
     "Build the dataclass `cls` from a plain dict; unknown keys raise a ValueError that names them."
     where = where or cls.__name__
@@ -173,27 +173,50 @@ def atomic_write_text(path, text: str) -> Path:
 # %% ../nbs/00_core.ipynb #5ac00c7a
 CHECKPOINT_FORMAT = "reid-workbench-checkpoint"
 CHECKPOINT_VERSION = 1
+_DIGEST_PREFIX = b"reid-workbench sha256 "
 
 class CheckpointError(RuntimeError):
     "A checkpoint file is missing, corrupt, foreign or incompatible."
 
+# %% ../nbs/00_core.ipynb #a4dbfe78
+def _with_digest(raw: bytes) -> bytes:
+    "torch.save's zip bytes with their SHA-256 in the archive comment."
+    if raw[-22:-18] != b"PK\x05\x06" or raw[-2:] != b"\x00\x00": return raw     # not a plain zip end: leave as is
+    comment = _DIGEST_PREFIX + hashlib.sha256(raw).hexdigest().encode()
+    return raw[:-2] + struct.pack("<H", len(comment)) + comment
+
+def _check_digest(data: bytes, path) -> None:
+    "Raise a CheckpointError when the recorded digest does not match the bytes (no digest: nothing to check)."
+    n = len(_DIGEST_PREFIX) + 64
+    if not data[-n:].startswith(_DIGEST_PREFIX): return
+    if hashlib.sha256(data[:-n - 2] + b"\x00\x00").hexdigest().encode() != data[-64:]:
+        raise CheckpointError(f"{path}: damaged - its bytes changed after it was written (SHA-256 mismatch); "
+                              f"restore it from a copy or train the run again")
+
+# %% ../nbs/00_core.ipynb #1a1668f1
 def save_checkpoint(state: dict, path) -> Path:
-    "Save `state` (tensors, numbers, strings, nested dicts/lists) atomically, tagged as a reid-workbench checkpoint."
+    "Save `state` (tensors, numbers, strings, nested dicts/lists) atomically, tagged and digested."
     if not isinstance(state, dict): raise TypeError(f"save_checkpoint: state must be a dict, got {type(state).__name__}")
     payload = {**state, "_format": CHECKPOINT_FORMAT, "_version": CHECKPOINT_VERSION}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, _with_digest(buffer.getvalue()))
 
-# %% ../nbs/00_core.ipynb #3b6ad9c0
-def load_checkpoint(path, map_location="cpu") -> dict:
-    "Load a checkpoint written by `save_checkpoint` safely (`weights_only=True`)."
-    path = Path(path)
-    if not path.is_file(): raise CheckpointError(f"{path}: checkpoint file not found")
-    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+def _read_checkpoint_bytes(path: Path) -> bytes:
+    if not path.is_file(): raise CheckpointError(f"{path}: checkpoint file not found")   # also: a FIFO or a device
+    data = path.read_bytes()
+    if not zipfile.is_zipfile(io.BytesIO(data)):  # torch.save has written zip archives since torch 1.6
         raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or not a checkpoint file)")
+    _check_digest(data, path)
+    return data
+
+# %% ../nbs/00_core.ipynb #cbd53001
+def load_checkpoint(path, map_location="cpu") -> dict:
+    "Load a checkpoint written by `save_checkpoint` safely (`weights_only=True`, digest verified)."
+    path = Path(path)
+    data = _read_checkpoint_bytes(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"{path}: refused to load — the file holds objects other than tensors and plain "
                               f"containers (a pickled model or foreign checkpoint?): {str(e).splitlines()[0]}") from None
