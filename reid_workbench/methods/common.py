@@ -67,6 +67,7 @@ def step(self: JointOptimizer, closure=None):
     if closure is not None: raise ValueError("JointOptimizer.step does not take a closure")
     for o in self.optimizers.values(): o.step()
 
+# %% ../../nbs/41_methods.common.ipynb #53e25c1c
 @patch
 def state_dict(self: JointOptimizer) -> dict: return {name: o.state_dict() for name, o in self.optimizers.items()}
 
@@ -123,7 +124,8 @@ class GANMethod(Method):
     def generator_losses(self, out: dict, batch: dict, weights: dict[str, float], fake_outputs=None) -> dict[str, Tensor]:
         "G's named, unweighted losses; `fake_outputs`: the frozen D's output for `out['fake']`."
         raise NotImplementedError(f"{type(self).__name__}.generator_losses")
-    def accuracy(self, out: dict, batch: dict) -> Tensor | None: return None
+    def accuracy(self, out: dict, batch: dict) -> Tensor | None:
+        "The identification accuracy to log (None: not logged)."
     def training_step(self, batch: dict, ctx: StepContext) -> dict[str, float]: return self.gan_step(batch, ctx)
 
 # %% ../../nbs/41_methods.common.ipynb #0d788496

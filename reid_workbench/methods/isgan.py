@@ -156,6 +156,7 @@ def stage_epochs(self: ISGANConfig) -> tuple[int, int, int]:
     e3 = max(1, round(self.epochs / 6)); e2 = max(1, round(self.epochs / 3))
     return (self.epochs - e2 - e3, e2, e3)
 
+# %% ../../nbs/44_methods.isgan.ipynb #b856c05a
 @patch(as_prop=True)
 def generative(self: ISGANConfig) -> bool:
     "Whether any loss beyond L_R is on (otherwise stage 2 has nothing to train)."
@@ -421,6 +422,7 @@ def one_hot(self: ISGAN, pids: Tensor) -> Tensor:
     "The one-hot label vectors (B, C) G is conditioned on."
     return F.one_hot(pids, self.num_classes).float()
 
+# %% ../../nbs/44_methods.isgan.ipynb #978c0541
 @patch
 def generate(self: ISGAN, phi_r: Tensor, phi_u: Tensor, noise: Tensor | None = None, label: Tensor | None = None) -> Tensor:
     "G(phi_R ⊕ phi_U ⊕ noise ⊕ label): images in [-1, 1] (current mode); noise None = zeros, label None = zeros."
