@@ -61,6 +61,7 @@ def _extension_loads() -> bool:
             return True
     return False
 
+# %% ../nbs/01_compat.ipynb #c89c4267
 _library = None  # keeps the torch.library.Library alive (dropping it would unregister the schemas)
 
 def ensure_torchvision_ops() -> list[str]:

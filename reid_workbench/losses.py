@@ -55,6 +55,7 @@ def batch_hard_mining(dist: torch.Tensor, pids: torch.Tensor) -> tuple[torch.Ten
     valid = positive.any(1) & negative.any(1)
     return d_ap, d_an, valid
 
+# %% ../nbs/20_losses.ipynb #62395e04
 def batch_hard_triplet(features: torch.Tensor, pids: torch.Tensor, margin: float | torch.Tensor | None = 0.3) -> torch.Tensor:
     "Batch-hard triplet loss of `features` (B, D) with identities `pids` (B,); `margin=None` uses the soft margin."
     if features.dim() != 2 or pids.shape != features.shape[:1]:
