@@ -10,8 +10,9 @@ import torch
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['STRUCTURE_KINDS', 'PROTOCOL', 'check_structure_kind', 'Codes', 'Disentangler', 'is_disentangler', 'equal_stripes',
-           'swap', 'interpolate_keypoints', 'interpolate', 'parts_mask', 'shuffle_parts', 'StripeColourToy']
+__all__ = ['STRUCTURE_KINDS', 'PROTOCOL', 'check_structure_kind', 'Codes', 'Disentangler', 'missing_protocol', 'is_disentangler',
+           'equal_stripes', 'swap', 'interpolate_keypoints', 'interpolate', 'parts_mask', 'shuffle_parts',
+           'StripeColourToy']
 
 # %% ../nbs/25_codes.ipynb #514040a1
 STRUCTURE_KINDS = ("tensor", "keypoints")
@@ -89,9 +90,13 @@ class Disentangler(Protocol):
 
 PROTOCOL = ("encode", "decode", "embed")
 
+def missing_protocol(model) -> list[str]:
+    "The calls of the protocol (encode, decode, embed) that `model` (an instance or a class) does not offer."
+    return [name for name in PROTOCOL if not callable(getattr(model, name, None))]
+
 def is_disentangler(model) -> bool:
     "Whether `model` (an instance or a class) offers the Disentangler protocol: callable encode, decode and embed."
-    return all(callable(getattr(model, name, None)) for name in PROTOCOL)
+    return not missing_protocol(model)
 
 def equal_stripes(num_parts: int) -> list[tuple[float, float]]:
     "`num_parts` horizontal bands of equal height, as (top, bottom) fractions of the image height."

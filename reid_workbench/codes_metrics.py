@@ -23,7 +23,7 @@ from .data.loaders import load_image
 from .data.synth import (SPLIT_FOLDERS, encode_jpeg, factors_to_identity_nuisance, load_factors, render_layers,
                                        synthreid_info)
 from .metrics import compute_distance_matrix, extract_features
-from .codes import PROTOCOL, is_disentangler
+from .codes import missing_protocol
 from .registry import available_methods, info_of, load_trained
 from .viz import image_grid, to_pil
 import torchvision.transforms.v2.functional as TF
@@ -569,8 +569,8 @@ def evaluate_disentanglement(model, data_root, reid_model=None, num_pairs: int =
                              figure=None, figure_rows: int = 8) -> dict:
     "Every disentanglement metric of `model` (a Disentangler) on the SynthReID dataset at `data_root`, as a flat dict."
     start, facts = time.perf_counter(), info_of(model)
-    if not is_disentangler(model):
-        missing = [n for n in PROTOCOL if not callable(getattr(model, n, None))]
+    missing = missing_protocol(model)
+    if missing:
         raise TypeError(f"evaluate_disentanglement: {type(model).__name__} has no {', '.join(missing)} - not a Disentangler")
     normalization, body = check_image_range(normalization or facts.normalization), body or facts.swap_body
     device, (root, info) = get_device(device), _check_synthreid(data_root)

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 import ipywidgets as W
 from fastcore.basics import patch
 
-from ..codes import Codes, equal_stripes, is_disentangler
+from ..codes import Codes, equal_stripes, is_disentangler, missing_protocol
 from ..codes_metrics import mask_to_size, swap_ground_truth
 from ..core import convert_range
 from ..data.datasets import ReIDDataset, load_dataset
@@ -197,8 +197,8 @@ def swap_truth(self: ImageBank, a: int, b: int, body: str = "a", with_mask: bool
 # %% ../../nbs/52_dashboards.core.ipynb #fe1b1dfa
 def need_disentangler(model, what: str):
     "A TypeError naming what `model` lacks when it is not a Disentangler."
-    if is_disentangler(model): return
-    missing = [n for n in ("encode", "decode", "embed") if not callable(getattr(model, n, None))]
+    missing = missing_protocol(model)
+    if not missing: return
     raise TypeError(f"{what} needs a Disentangler (encode / decode / embed); {info_of(model).name!r} has no "
                     f"{' / '.join(missing)} - it is a re-ID model only: the retrieval and monitor dashboards work with it")
 
