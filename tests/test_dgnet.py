@@ -5,7 +5,7 @@ import json, math
 import pytest
 import torch
 
-from reid_workbench.codes import Codes, Disentangler, interpolate, shuffle_parts, swap
+from reid_workbench.codes import Codes, interpolate, swap
 from reid_workbench.core import convert_range, seed_everything
 from reid_workbench.data.datasets import load_synthreid
 from reid_workbench.data.loaders import LoaderConfig
@@ -181,10 +181,10 @@ def test_detach_switch_controls_image_loss_gradients_into_E_a(detach):
     assert sum(p.grad.abs().sum().item() for p in model.appearance_encoder.trunk.parameters() if p.grad is not None) > 0
 
 
-def test_disentangler_protocol_swap_interpolate_shuffle():
+def test_dgnet_specifics_of_the_protocol():
+    "What the conformance suite (test_method_contract.py) cannot know about DG-Net's codes, decoder and feature."
     torch.manual_seed(0)
     model = DGNet(small(), num_classes=3)
-    assert isinstance(model, Disentangler) and info_of(model).structure_kind == "tensor"
     assert info_of(model).regions() == [(0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0)]
     x = torch.randn(3, 3, H, W)
     codes = model.encode(x)
@@ -193,22 +193,13 @@ def test_disentangler_protocol_swap_interpolate_shuffle():
     with torch.no_grad():
         # stripe k of the appearance code is row k of E_a's 4 x 1 max-pooled map
         assert torch.equal(codes.appearance, model.eval().appearance_encoder.code(x).squeeze(-1).transpose(1, 2))
-        mixed = swap(codes[0], codes[1])
-        assert torch.equal(mixed.appearance, codes.appearance[:1]) and torch.equal(mixed.structure, codes.structure[1:2])
-        assert model.decode(mixed).shape == (1, 3, H, W)
         assert model.decode(swap(codes[0], codes)).shape == (3, 3, H, W)   # one appearance on every structure
-        for which, end in (("appearance", swap(codes[1], codes[0])), ("structure", swap(codes[0], codes[1]))):
-            assert torch.allclose(model.decode(interpolate(codes[0], codes[1], 0.0, which)), model.decode(codes[0]), atol=1e-6)
-            assert torch.allclose(model.decode(interpolate(codes[0], codes[1], 1.0, which)), model.decode(end), atol=1e-6)
+        for which in ("appearance", "structure"):                          # both codes change the image
             half = model.decode(interpolate(codes[0], codes[1], 0.5, which))
-            assert half.shape == (1, 3, H, W) and not torch.allclose(half, model.decode(codes[0]))
-        shuffled = shuffle_parts(codes[0], codes[1], [1, 3])
-        assert torch.equal(shuffled.appearance[0, [1, 3]], codes.appearance[1, [1, 3]])
-        assert torch.equal(shuffled.appearance[0, [0, 2]], codes.appearance[0, [0, 2]])
-        assert model.decode(shuffled).shape == (1, 3, H, W)
+            assert not torch.allclose(half, model.decode(codes[0]))
     with pytest.raises(ValueError, match=r"\(B, 4, 512\)"): model.decode(Codes(torch.zeros(1, 2, 512), codes.structure[:1]))
     f = model.embed(x)
-    assert f.shape == (3, 128) and torch.allclose(f.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert f.shape == (3, 128)
     with torch.no_grad():   # [f_prim, 0.5 f_fine] with each part unit-length: the f_fine part has norm 0.5 / sqrt(1.25)
         assert torch.allclose(f[:, 64:].norm(dim=1), torch.full((3,), 0.5 / math.sqrt(1.25)), atol=1e-5)
     grid = model.sample_images({"anchor": {"image": x}, "other": {"image": x}})
@@ -296,9 +287,7 @@ def test_resume_is_exact_with_the_joint_optimizer(tmp_path):
     straight = run(2, tmp_path / "a")
     run(1, tmp_path / "b")
     resumed = run(2, tmp_path / "b", resume=True)
-    assert resumed.global_step == straight.global_step == 6
-    a, b = straight.method.state_dict(), resumed.method.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.global_step == straight.global_step == 6   # weights: test_method_contract.py; here the joint optimizer
     sgd_a = straight.optimizers["gen"].optimizers["appearance"].state_dict()["state"]
     sgd_b = resumed.optimizers["gen"].optimizers["appearance"].state_dict()["state"]
     assert all(torch.equal(sgd_a[k]["momentum_buffer"], sgd_b[k]["momentum_buffer"]) for k in sgd_a)

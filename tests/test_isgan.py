@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from reid_workbench.codes import Codes, Disentangler, interpolate, shuffle_parts, swap
+from reid_workbench.codes import Codes, shuffle_parts
 from reid_workbench.core import convert_range, seed_everything
 from reid_workbench.methods.common import weighted_sum
 from reid_workbench.methods.isgan import (GLOBAL_FEATURES, LOCAL_FEATURES, PART_REGIONS, ISGAN, ISGANConfig,
@@ -15,7 +15,7 @@ from reid_workbench.methods.isgan import (GLOBAL_FEATURES, LOCAL_FEATURES, PART_
                                           identification_loss, kl_standard_normal, pair_indices, part_branch_blocks,
                                           part_shuffle, region_features, shuffling_loss)
 from reid_workbench.models.backbones import ResNetTrunk
-from reid_workbench.registry import load_trained, method_info
+from reid_workbench.registry import method_info
 from reid_workbench.training import Trainer, TrainerConfig
 
 H, W = 96, 32
@@ -360,20 +360,15 @@ def test_short_training_reduces_identity_shuffling_loss(trained):
     assert ls[-5:].mean() < 0.8 * ls[:5].mean(), ls
 
 
-def test_disentangler_protocol_and_load_trained_round_trip(trained):
+def test_isgan_specifics_of_the_protocol(trained):
+    "What the conformance suite (test_method_contract.py) cannot know: the extras, regions, phi_U checks, samples."
     trainer, _, _, run = trained
     model = trainer.method.eval()
-    assert isinstance(model, Disentangler)
     images = colour_batches(1, 11, ids=3, k=1)[0]["image"]
     codes = model.encode(images)
     assert codes.appearance.shape == (3, 8, 32) and codes.structure.shape == (3, 8, 8)
     assert torch.allclose(codes.appearance_extra["label"].sum(1), torch.ones(3), atol=1e-5)
     assert torch.equal(codes.structure_extra["noise"], torch.zeros(3, 8))
-    decoded = model.decode(codes)
-    assert decoded.shape == images.shape and torch.equal(decoded, model.decode(codes))        # deterministic
-    assert torch.allclose(model.embed(images).norm(dim=1), torch.ones(3), atol=1e-5)
-    assert torch.allclose(model.decode(interpolate(codes[0], codes[1], 1.0, "appearance")), model.decode(swap(codes[1], codes[0])), atol=1e-5)
-    assert torch.allclose(model.decode(interpolate(codes[0], codes[1], 1.0, "structure")), model.decode(swap(codes[0], codes[1])), atol=1e-5)
     upper = shuffle_parts(codes[0], codes[1], region_features("upper"))
     assert torch.equal(upper.appearance[0, [3, 5]], codes.appearance[1, [3, 5]])
     assert torch.equal(upper.appearance[0, [0, 1, 2, 4, 6, 7]], codes.appearance[0, [0, 1, 2, 4, 6, 7]])
@@ -386,10 +381,3 @@ def test_disentangler_protocol_and_load_trained_round_trip(trained):
     batch = colour_batches(1, 5)[0]
     assert model.sample_images(batch).shape == (40, 3, H, W)
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["stage1_e0.png", "stage2_e0.png", "stage3_e0.png"]
-    # load_trained: the same weights bit for bit, the same decodings
-    loaded = load_trained(run)
-    assert type(loaded) is ISGAN and not loaded.training and loaded.config == model.config
-    state, loaded_state = model.state_dict(), loaded.state_dict()
-    assert state.keys() == loaded_state.keys() and all(torch.equal(state[k], loaded_state[k]) for k in state)
-    assert torch.equal(loaded.decode(loaded.encode(images)), decoded)
-    assert torch.equal(loaded.embed(images), model.embed(images))

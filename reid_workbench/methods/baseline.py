@@ -172,4 +172,5 @@ def training_step(self: Baseline, batch: dict, ctx: StepContext) -> dict[str, fl
 
 register_method(MethodInfo("baseline", BaselineConfig, Baseline, summary="ResNet + IDE/BNNeck heads, LSR CE + batch-hard triplet",
                            presets=("paper", "tiny", "teacher"), quickstart=dict(epochs=24, milestones=(18,)),
-                           quickstart_order=10))
+                           quickstart_order=10,
+                           smoke=dict(size=(64, 32), epochs=2, warmup_epochs=0, milestones=(), P=2, K=2)))

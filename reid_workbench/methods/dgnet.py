@@ -470,4 +470,7 @@ def sample_images(self: DGNet, batch) -> Tensor | None:
 
 register_method(MethodInfo("dgnet", DGNetConfig, DGNet, summary="appearance / structure codes, AdaIN decoder, teacher",
                            structure_kind="tensor", num_parts=APPEARANCE_STRIPES, swap_body="a",
-                           quickstart=dict(epochs=8), quickstart_order=20, references={"teacher_run": "baseline"}))
+                           quickstart=dict(epochs=8), quickstart_order=20, references={"teacher_run": "baseline"},
+                           smoke=dict(size=(64, 32), structure_channels=16, structure_res_blocks=1, mlp_hidden=32,
+                                      dis_dim=8, dis_layers=2, feature_dim=64, teacher_epochs=0, teacher_overrides={},
+                                      epochs=2, warmup_iters=1, ramp_iters=1, batch_size=4)))

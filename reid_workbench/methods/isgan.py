@@ -601,4 +601,7 @@ def sample_images(self: ISGAN, batch) -> Tensor | None:
 
 register_method(MethodInfo("isgan", ISGANConfig, ISGAN, summary="identity shuffling of part features, three stages",
                            structure_kind="tensor", num_parts=len(PART_REGIONS), part_regions=PART_REGIONS,
-                           swap_body="a", quickstart={}, quickstart_order=30))
+                           swap_body="a", quickstart={}, quickstart_order=30,
+                           smoke=dict(size=(96, 32), related_dim=32, unrelated_dim=8, noise_dim=8, P=2, K=2,
+                                      generator_channels=(64, 32, 32, 16, 16), dis_channels=(16, 16, 32, 32, 32),
+                                      epochs_stage1=1, epochs_stage2=1, epochs_stage3=1)))
