@@ -89,6 +89,17 @@ def test_protocol_and_generic_operations(name):
         assert torch.equal(everything.appearance, cb.appearance) and torch.equal(everything.structure, ca.structure)
 
 
+@pytest.mark.parametrize("name", DISENTANGLERS)
+def test_encode_refuses_another_input_size(name):
+    "A decoder decodes to the size it was built for: images of another size are refused, not silently resized."
+    model = build(name).eval()
+    args = inputs(model, batch=2)
+    h, w = args["images"].shape[-2:]
+    args["images"] = args["images"][..., : h - 4, : w - 2]
+    with pytest.raises(ValueError, match=f"takes {h}x{w} images .*got {h - 4}x{w - 2}"):
+        with torch.no_grad(): model.encode(*args.values())
+
+
 def test_a_keypoint_method_says_it_needs_keypoints():
     model = build("toy_keypoints")
     with pytest.raises(ValueError, match="needs the images' keypoints"):

@@ -9,6 +9,7 @@ from torch import nn
 
 from reid_workbench.codes import Codes
 from reid_workbench.core import Config
+from reid_workbench.methods.common import check_input_size
 from reid_workbench.registry import MethodInfo, register_method
 from reid_workbench.training import Method, Stage
 
@@ -47,7 +48,7 @@ class StripeToy(_ToyMethod):
     def appearance(self, images):
         return self.colour_in(images.unflatten(2, (STRIPES, -1)).mean((3, 4)).transpose(1, 2))    # B, 4, D
     def encode(self, images):
-        stripes = images.unflatten(2, (STRIPES, -1))
+        stripes = check_input_size(self, images).unflatten(2, (STRIPES, -1))
         detail = (stripes - stripes.mean((3, 4), keepdim=True)).mean(1, keepdim=True).flatten(2, 3)
         return Codes(self.appearance(images), detail)
     def encode_batch(self, batch): return self.encode(batch["image"])
@@ -65,6 +66,7 @@ class KeypointToy(_ToyMethod):
     def appearance(self, images): return self.colour_in(images.mean((2, 3)))[:, None]             # B, 1, D
     def encode(self, images, keypoints=None):
         if keypoints is None: raise ValueError("KeypointToy.encode needs the images' keypoints (B, 18, 3)")
+        check_input_size(self, images)
         return Codes(self.appearance(images), keypoints.float(), structure_kind="keypoints")
     def encode_batch(self, batch): return self.encode(batch["image"], batch["keypoints"])
     def decode(self, codes):

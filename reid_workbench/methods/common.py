@@ -13,8 +13,8 @@ from ..models.gan import frozen_parameters
 from ..training import Method, StepContext
 
 # %% auto #0
-__all__ = ['eval_mode', 'trainable', 'JointOptimizer', 'weighted_sum', 'check_choice', 'check_nonnegative', 'check_unit_interval',
-           'check_betas', 'check_milestones', 'GANMethod']
+__all__ = ['eval_mode', 'trainable', 'check_input_size', 'JointOptimizer', 'weighted_sum', 'check_choice', 'check_nonnegative',
+           'check_unit_interval', 'check_betas', 'check_milestones', 'GANMethod']
 
 # %% ../../nbs/41_methods.common.ipynb #3666f3c2
 @contextlib.contextmanager
@@ -29,6 +29,16 @@ def eval_mode(module: nn.Module):
 def trainable(*modules: nn.Module) -> list[nn.Parameter]:
     "The parameters of `modules` that require grad (what an optimizer gets)."
     return [p for m in modules for p in m.parameters() if p.requires_grad]
+
+# %% ../../nbs/41_methods.common.ipynb #4df2ac3a
+def check_input_size(model, images: Tensor) -> Tensor:
+    "`images` if they have `model`'s input size (its MethodInfo and config), else a ValueError naming both sizes."
+    from reid_workbench.registry import info_of
+    expected = info_of(model).input_size(model.config)
+    if tuple(images.shape[-2:]) != expected:
+        raise ValueError(f"{type(model).__name__} takes {expected[0]}x{expected[1]} images (its config's size); got "
+                         f"{images.shape[-2]}x{images.shape[-1]}: resize them first (the loaders and dashboards do)")
+    return images
 
 # %% ../../nbs/41_methods.common.ipynb #17d23f65
 class JointOptimizer(torch.optim.Optimizer):

@@ -14,8 +14,9 @@ from ..codes import Codes, swap
 from ..core import Config, convert_range
 from ..data.loaders import LoaderConfig
 from .baseline import Baseline, BaselineConfig
-from .common import (GANMethod, JointOptimizer, check_betas, check_choice, check_milestones,
-                                           check_nonnegative, check_unit_interval, eval_mode, trainable)
+from .common import (GANMethod, JointOptimizer, check_betas, check_choice, check_input_size,
+                                           check_milestones, check_nonnegative, check_unit_interval, eval_mode,
+                                           trainable)
 from ..models.backbones import ResNetTrunk
 from ..models.gan import (GAN_LOSSES, AdaINDecoder, ConvBlock, MultiScaleDiscriminator, ResBlock, gan_d_loss,
                                        gan_g_loss, r1_penalty, rgb_to_gray)
@@ -278,6 +279,7 @@ class DGNet(GANMethod):
 @patch
 def encode(self: DGNet, images: Tensor) -> Codes:
     "Codes(appearance = the 4 stripes of E_a's code (B, 4, C), structure = E_s's map (B, C_s, H/4, W/4)), eval mode."
+    check_input_size(self, images)
     with eval_mode(self):
         code = self.appearance_encoder.code(images)
         structure = self.structure_encoder(images)

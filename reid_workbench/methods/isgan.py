@@ -14,8 +14,8 @@ from ..codes import Codes
 from ..core import Config, convert_range
 from ..data.loaders import LoaderConfig
 from ..losses import cross_entropy_lsr
-from .common import (GANMethod, check_betas, check_choice, check_nonnegative, check_unit_interval,
-                                           eval_mode, trainable)
+from .common import (GANMethod, check_betas, check_choice, check_input_size, check_nonnegative,
+                                           check_unit_interval, eval_mode, trainable)
 from ..models.backbones import ResNetTrunk, resnet_stage_channels
 from ..models.gan import GAN_LOSSES, ConvBlock, gan_d_loss, gan_g_loss
 from ..models.heads import init_classifier, init_fc_kaiming
@@ -445,6 +445,7 @@ def unseen_label(self: ISGAN, logits: Tensor) -> Tensor:
 @patch
 def encode(self: ISGAN, images: Tensor) -> Codes:
     "Codes(appearance = phi_R (B, 8, p_R), structure = mean of phi_U (B, 8, p_U)) with the test label and zero noise."
+    check_input_size(self, images)
     with eval_mode(self): out = self.encode_features(images)
     extra = {"label": self.unseen_label(out["logits"])} if self.config.generator_label else {}
     return Codes(out["features"], out["mean"], extra, {"noise": out["mean"].new_zeros(len(images), self.config.noise_dim)})
