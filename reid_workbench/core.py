@@ -126,6 +126,7 @@ def config_from_dict(cls, data: dict, where: str | None = None):
     hints = typing.get_type_hints(cls)
     return cls(**{k: _from_plain(hints.get(k, Any), v, f"{where}.{k}") for k, v in data.items()})
 
+# %% ../nbs/00_core.ipynb #f839228e
 class Config:
     "Mixin for configuration dataclasses: dict/JSON round trip and `replace`."
     def to_dict(self) -> dict: return _to_plain(self)

@@ -280,6 +280,7 @@ def _reference_distances(q_g, q_q, g_g) -> tuple[np.ndarray, np.ndarray]:
     for s in range(0, n, 1024): rank[s:s + 1024] = np.argsort(dist[s:s + 1024], axis=1, kind="stable")
     return dist, rank
 
+# %% ../nbs/21_metrics.ipynb #164cdfb4
 def _reference_vectors(dist, rank, k1: int) -> np.ndarray:
     "Steps 2-4: the k-reciprocal sets, expanded, as Gaussian-weighted vectors V (N, N) summing to one."
     n = len(dist)
@@ -340,6 +341,7 @@ def _joint_rows_into(buf: np.ndarray, q_g, q_q, g_g, start: int, stop: int) -> n
         _transposed_into(out[:, nq:], g_g, slice(start - nq, stop - nq))
     return out
 
+# %% ../nbs/21_metrics.ipynb #cf6964b3
 def _joint_at(q_g, q_q, g_g, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     "Elements (rows, cols) of the transposed joint distance matrix, i.e. joint[cols, rows]."
     nq = q_g.shape[0]
@@ -485,6 +487,7 @@ def _final_distances(V: sparse.csr_matrix, q_g, row_max, query_block: int, lambd
         np.add(t, res, out=res)
     return out
 
+# %% ../nbs/21_metrics.ipynb #4f35081a
 def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
                query_block: int = 512) -> np.ndarray:
     """k-reciprocal re-ranking (Zhong et al., CVPR'17) of a query x gallery distance matrix, given also the

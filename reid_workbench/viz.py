@@ -56,6 +56,7 @@ def ranked_list_image(query, gallery: list, matches: list[bool], distances=None,
         draw.text((x0 + 1, y0 + h + 2 * border + 1), label, fill="black", font=font)
     return canvas
 
+# %% ../nbs/51_viz.ipynb #69b224a7
 def ranked_lists_figure(rows: list[Image.Image]) -> Image.Image:
     "Stack several `ranked_list_image` rows into one figure."
     width = max(r.width for r in rows)

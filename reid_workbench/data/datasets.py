@@ -176,6 +176,7 @@ def _attach_keypoints(ds: ReIDDataset, kp_dir: Path, required: bool):
             elif required: raise DatasetError(f"{csv_path}: no keypoints row for {sub}/{fname}")
     ds.keypoints = keypoints or None
 
+# %% ../../nbs/05_data.datasets.ipynb #8b42334d
 def _read_market_style(folder: Path, name: str, rule: NamingRule, extra: dict | None = None) -> ReIDDataset:
     "A ReIDDataset from `folder/{bounding_box_train,query,bounding_box_test}` named by `rule`."
     splits = {}

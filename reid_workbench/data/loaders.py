@@ -42,6 +42,7 @@ class CentredResize(T.Resize):
 
 def _is_pose(x) -> bool: return x.ndim >= 2 and x.shape[-2:] == (NUM_KEYPOINTS, 2)
 
+# %% ../../nbs/06_data.loaders.ipynb #ae689d32
 class PoseHorizontalFlip(T.RandomHorizontalFlip):
     "Random horizontal flip of image and keypoints together that also swaps left and right COCO-18 joints."
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
@@ -378,21 +379,24 @@ class VerificationPairSampler(_PartnerMixin, EpochSampler):
 
     def epoch_length(self) -> int: return _round_to_replicas(len(self.anchors) // self.num_pos, self.num_replicas)
 
-    def _negatives(self, n: int, rng: np.random.Generator) -> list[tuple[int, int, bool]]:
-        a = rng.integers(0, len(self.pids), n)
-        b = rng.integers(0, len(self.pids), n)
-        while (clash := self.pids[a] == self.pids[b]).any():
-            b[clash] = rng.integers(0, len(self.pids), int(clash.sum()))
-        return [(int(i), int(j), False) for i, j in zip(a, b)]
+# %% ../../nbs/06_data.loaders.ipynb #d53fd399
+@patch
+def _negatives(self: VerificationPairSampler, n: int, rng: np.random.Generator) -> list[tuple[int, int, bool]]:
+    a = rng.integers(0, len(self.pids), n)
+    b = rng.integers(0, len(self.pids), n)
+    while (clash := self.pids[a] == self.pids[b]).any():
+        b[clash] = rng.integers(0, len(self.pids), int(clash.sum()))
+    return [(int(i), int(j), False) for i, j in zip(a, b)]
 
-    def epoch_items(self, rng: np.random.Generator) -> list[list[tuple[int, int, bool]]]:
-        anchors = np.resize(rng.permutation(self.anchors), self.epoch_length() * self.num_pos)
-        batches = []
-        for b in range(self.epoch_length()):
-            pairs = [(int(i), self._partner(i, rng), True) for i in anchors[b * self.num_pos:(b + 1) * self.num_pos]]
-            pairs += self._negatives(self.batch_size - self.num_pos, rng)
-            batches.append([pairs[k] for k in rng.permutation(len(pairs))])
-        return batches
+@patch
+def epoch_items(self: VerificationPairSampler, rng: np.random.Generator) -> list[list[tuple[int, int, bool]]]:
+    anchors = np.resize(rng.permutation(self.anchors), self.epoch_length() * self.num_pos)
+    batches = []
+    for b in range(self.epoch_length()):
+        pairs = [(int(i), self._partner(i, rng), True) for i in anchors[b * self.num_pos:(b + 1) * self.num_pos]]
+        pairs += self._negatives(self.batch_size - self.num_pos, rng)
+        batches.append([pairs[k] for k in rng.permutation(len(pairs))])
+    return batches
 
 # %% ../../nbs/06_data.loaders.ipynb #ad19cb98
 class ShuffleSampler(EpochSampler):

@@ -81,6 +81,7 @@ def write_keypoints_csv(path, poses: dict) -> Path:
     os.replace(tmp, path)
     return path
 
+# %% ../../nbs/03_data.pose.ipynb #3b97949a
 def read_keypoints_csv(path) -> dict:
     "Read a keypoints CSV written by `write_keypoints_csv` into `{name: (18, 3) float32 array}`."
     path = Path(path)
@@ -153,6 +154,7 @@ def read_openpose_people(path, threshold: float = 0.05) -> tuple[np.ndarray, np.
     return (np.stack(poses) if poses else np.zeros((0, NUM_KEYPOINTS, 3), np.float32),
             np.asarray(scores, np.float32))
 
+# %% ../../nbs/03_data.pose.ipynb #c43bb00e
 def read_openpose_json(path, person: str | int = "best", threshold: float = 0.05) -> np.ndarray:
     """One (18, 3) pose from an OpenPose JSON file: the most confident person (`"best"`), the `"first"`, or the
     person at an index. A file with nobody in it gives `missing_pose()`."""
@@ -385,6 +387,7 @@ def normalize_poses(poses) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     out[~vis, :2] = np.nan
     return out, centre, scale
 
+# %% ../../nbs/03_data.pose.ipynb #f3f664ed
 def denormalize_poses(normed, centre, scale) -> np.ndarray:
     "Inverse of `normalize_poses`: back to pixels; joints without finite coordinates become unknown (-1, -1)."
     N = np.asarray(normed, np.float32)
@@ -394,6 +397,7 @@ def denormalize_poses(normed, centre, scale) -> np.ndarray:
     out[bad] = (MISSING, MISSING, 0)
     return out
 
+# %% ../../nbs/03_data.pose.ipynb #a59839bb
 def impute_invisible(normed, fill=None) -> tuple[np.ndarray, np.ndarray]:
     "Fill the invisible (NaN) joints of normalised poses with `fill` (18, 2), by default the per-joint mean."
     N = np.asarray(normed, np.float32)
@@ -470,6 +474,7 @@ def _masked_kmeanspp(filled, dist, k, rng) -> np.ndarray:
         closest = d[:, pick]
     return np.stack(centres)
 
+# %% ../../nbs/03_data.pose.ipynb #0bfb7411
 def _lloyd(Xm, M, C, dist, max_iter: int):
     "Masked Lloyd iterations from centres C: (centres, labels, inertia) once the centres stop moving."
     k = len(C)

@@ -65,6 +65,7 @@ def _check_choices(obj, **allowed):
         if getattr(obj, name) not in values:
             raise ValueError(f"{type(obj).__name__}.{name}={getattr(obj, name)!r}: must be one of {values}")
 
+# %% ../../nbs/04_data.synth.ipynb #0f433cc0
 @dataclass(frozen=True)
 class Identity:
     "What a person looks like: the factors that stay the same across cameras, views and poses."
@@ -434,6 +435,7 @@ def _paved_floor(img, rng, hr, hs, unit, floor):
     shade[: max(1, int(0.012 * hs))] *= 0.7                           # kerb line at the horizon
     img[hr:] = floor * shade[..., None]
 
+# %% ../../nbs/04_data.synth.ipynb #365dda5c
 @lru_cache(maxsize=64)
 def _camera_background(kind, c1, c2, floor, horizon, tscale, seed, hs, ws) -> np.ndarray:
     "The camera's background texture (read-only uint8), 1.25x taller and 1.5x wider than the (hs, ws) canvas."
@@ -700,6 +702,7 @@ def head_box(self: _Scene) -> tuple[tuple[float, float], float, float]:
     hrx = math.hypot(_HEAD_R[0] * (0.85 + 0.15 * self.w) * self.c, _HEAD_R[2] * self.sn) * self.P
     return self.proj(self.pose["head"]), hrx, _HEAD_R[1] * self.P
 
+# %% ../../nbs/04_data.synth.ipynb #fcbea447
 @patch
 def draw_face(self: _Scene):
     "Neck, head, a nose in side views, and the eyes that face the camera."
@@ -769,6 +772,7 @@ def box_rect(self: _Scene, x0, x1, y0, y1, z0, z1) -> tuple[float, float, float,
 @patch
 def chest_depth(self: _Scene) -> float: return 0.072 * self.bd    # torso half-depth at the chest
 
+# %% ../../nbs/04_data.synth.ipynb #8d781952
 @patch
 def draw_backpack(self: _Scene):
     w, tz, bag = self.w, self.chest_depth(), self.idn.bag_color
@@ -902,6 +906,7 @@ def photograph(self: _Scene, kp: np.ndarray) -> RenderLayers:
     parts = np.asarray(self.idmap)[s // 2::s, s // 2::s].copy()
     return RenderLayers(image, kp, person, parts)
 
+# %% ../../nbs/04_data.synth.ipynb #f153c6ad
 def _render(idn: Identity, nu: Nuisance, size, supersample, layers) -> RenderLayers:
     H, W = _check_size(size)
     s = int(supersample)
@@ -1067,6 +1072,7 @@ def _csv_value(v) -> str:
 
 _CASTS = {"int": int, "float": float, "str": str, "RGB": int, "Gain": float}
 
+# %% ../../nbs/04_data.synth.ipynb #4a6e8615
 def _unflat(cls, prefix, row: Mapping):
     kw = {}
     for f in fields(cls):
@@ -1105,6 +1111,7 @@ def _render_images(tmp: Path, items: list[_Item], cfg: SynthConfig, workers: int
         if pool is not None: pool.shutdown()
     return poses
 
+# %% ../../nbs/04_data.synth.ipynb #35455921
 def _write_factor_table(path: Path, items: list[_Item]):
     rows = [dict(name=it.name, split=it.split, pid=it.pid, camid=it.camid) | _flat("id_", it.identity)
             | _flat("nu_", it.nuisance) for it in items]
