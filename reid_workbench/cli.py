@@ -24,6 +24,13 @@ def _size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"size {text!r} must look like HEIGHTxWIDTH, e.g. 128x64") from None
 
+def _positive(text: str) -> int:
+    "A whole number >= 1 (argparse type)."
+    try: value = int(text)
+    except ValueError: value = 0
+    if value < 1: raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
 # %% ../nbs/60_cli.ipynb #d5596344
 def cmd_synth(args) -> int:
     from reid_workbench.data.synth import SynthConfig, write_synthreid
@@ -101,9 +108,9 @@ def _add_synth(sub):
     p = sub.add_parser("synth", help="write the SynthReID dataset (Market-1501 layout + keypoints + factors)",
                        description="Write SynthReID: procedural multi-camera people with ground-truth factors.")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--ids", type=int, default=100, help="number of identities (half train, half test; default 100)")
-    p.add_argument("--cams", type=int, default=6, help="number of cameras (default 6)")
-    p.add_argument("--images-per-id", type=int, default=12, help="images per identity (default 12)")
+    p.add_argument("--ids", type=_positive, default=100, help="number of identities (half train, half test; default 100)")
+    p.add_argument("--cams", type=_positive, default=6, help="number of cameras (default 6)")
+    p.add_argument("--images-per-id", type=_positive, default=12, help="images per identity (default 12)")
     p.add_argument("--size", type=_size, default=(128, 64), help="image size HxW (default 128x64)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives byte-identical output")
     p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty output folder")
@@ -135,7 +142,7 @@ def _add_train(sub):
     p.add_argument("--data", required=True, type=Path, help="dataset root (any supported layout)")
     p.add_argument("--preset", default="tiny", help="one of the method's presets: tiny (CPU, minutes), paper (GPU), ...")
     p.add_argument("--out", required=True, type=Path, help="run folder")
-    p.add_argument("--epochs", type=int, default=None, help="override the preset's number of epochs")
+    p.add_argument("--epochs", type=_positive, default=None, help="override the preset's number of epochs")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accept-changes", action="store_true",
@@ -162,7 +169,7 @@ def _add_eval_codes(sub):
     p.add_argument("--data", type=Path, default=None, help="SynthReID root (default: the run's dataset)")
     p.add_argument("--reid-run", type=Path, default=None,
                    help="baseline run used as the independent re-ID model (default: RUN/../baseline when present)")
-    p.add_argument("--pairs", type=int, default=64, help="number of swap pairs (default 64)")
+    p.add_argument("--pairs", type=_positive, default=64, help="number of swap pairs (default 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval_codes)
