@@ -122,3 +122,19 @@ def test_trainer_run_and_load_trained(tmp_path):
     with torch.no_grad():
         assert torch.allclose(loaded.embed(images), trainer.method.embed(images), atol=1e-6)
         assert torch.allclose(loaded.logits(images), trainer.method.eval().logits(images), atol=1e-5)
+
+
+def test_first_steps_are_those_of_the_code_before_the_refactor(tmp_path):
+    "The baseline trained by train_run on a tiny SynthReID, one thread: the first six losses measured on f217f16."
+    from reid_workbench.data.synth import SynthConfig, write_synthreid
+    from reid_workbench.runs import train_run
+    root, _ = write_synthreid(tmp_path / "data", SynthConfig.tiny(ids=16), progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        log = train_run("baseline", root, tmp_path / "run", epochs=2, device="cpu", progress=False,
+                        config_overrides=dict(P=4, K=4), trainer_overrides=dict(max_steps_per_epoch=3, log_every=1))
+    finally: torch.set_num_threads(threads)
+    reference = [8.93060302734375, 4.039299964904785, 4.621199131011963, 4.129904747009277, 3.9092273712158203,
+                 3.5906031131744385]
+    assert log["loss"].tolist() == pytest.approx(reference, rel=1e-6)
