@@ -29,6 +29,7 @@ def cross_entropy_lsr(logits: torch.Tensor, targets: torch.Tensor, epsilon: floa
     uniform = -log_p.mean(1)
     return ((1 - eps) * nll + eps * uniform).mean()
 
+# %% ../nbs/20_losses.ipynb #ab45767e
 class CrossEntropyLSR(nn.Module):
     "`cross_entropy_lsr` as a module."
     def __init__(self, epsilon: float = 0.1):
@@ -92,6 +93,7 @@ class VerificationHead(nn.Module):
         "P(same person) for each pair."
         return torch.sigmoid(self(f1, f2))
 
+# %% ../nbs/20_losses.ipynb #e5c82299
 def verification_loss(logits: torch.Tensor, same: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     "Binary cross-entropy of same-person `logits` (B,) toward `same` (B,) in {0, 1}, optionally smoothed."
     if logits.shape != same.shape: raise ValueError(f"verification_loss: logits {tuple(logits.shape)} and labels {tuple(same.shape)} differ")

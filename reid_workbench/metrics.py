@@ -91,6 +91,7 @@ def _positions_np(d: np.ndarray, members: np.ndarray, method: str) -> np.ndarray
     np.put_along_axis(pos, order, np.arange(d.shape[1])[None], axis=1)
     return np.take_along_axis(pos, members, 1)
 
+# %% ../nbs/21_metrics.ipynb #a87cfb00
 def _positions_torch(d: torch.Tensor, members: np.ndarray, method: str) -> np.ndarray:
     cols = torch.from_numpy(members).to(d.device)
     if method == "count":

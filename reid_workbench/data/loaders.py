@@ -117,6 +117,7 @@ def _image_tensor(image) -> tv_tensors.Image:
     if isinstance(image, torch.Tensor): return image if isinstance(image, tv_tensors.Image) else tv_tensors.Image(image)
     raise TypeError(f"expected a PIL image or a CxHxW tensor, got {type(image).__name__}")
 
+# %% ../../nbs/06_data.loaders.ipynb #8b0ce6aa
 def transform_image_and_pose(transform, image, pose=None) -> tuple[torch.Tensor, torch.Tensor | None]:
     "Apply a v2 `transform` (None: only convert to float in [0, 1]) to a PIL/tensor image and its (18, 3) pose."
     transform = transform or T.ToDtype(torch.float32, scale=True)
@@ -429,6 +430,7 @@ class LoaderConfig(Config):
     @classmethod
     def tiny(cls): return cls(batch_size=16, P=4, K=4, test_batch_size=32, transform=TransformConfig.tiny())
 
+# %% ../../nbs/06_data.loaders.ipynb #b7b04189
 def _seed_worker(worker_id: int):
     "Seed numpy and `random` in a worker from torch's worker seed (torch itself is seeded by the DataLoader)."
     seed = torch.initial_seed() % 2**32

@@ -740,6 +740,7 @@ def hair_outline(self: _Scene) -> list:
           [(x - 0.15 * hrx, y + 0.2 * hry), (x + 0.1 * hrx, y - 0.3 * hry), (x + 0.5 * hrx, y - 0.6 * hry)]
     return [(2 * x - px, py) for px, py in pts] if self.fx < 0 else pts
 
+# %% ../../nbs/04_data.synth.ipynb #d0da898f
 @patch
 def draw_head(self: _Scene):
     self.draw_face()
@@ -1014,6 +1015,7 @@ def _person_drafts(rng, pid, person, cams, cfg, train: bool) -> list[tuple]:
     return [("query" if (cam in query and j == 0) else "gallery", pid, cam, person, nu)
             for cam, nus in by_cam.items() for j, nu in enumerate(nus)]
 
+# %% ../../nbs/04_data.synth.ipynb #23269259
 def _extra_drafts(rng, cams, cfg) -> list[tuple]:
     "Gallery drafts of the distractors (pid 0) and the junk images (pid -1)."
     drafts = []
@@ -1136,6 +1138,7 @@ def _summary(cfg: SynthConfig, items: list[_Item]) -> dict:
                 keypoints={split: f"keypoints/{folder}.csv" for split, folder in SPLIT_FOLDERS.items()},
                 factors="factors.csv")
 
+# %% ../../nbs/04_data.synth.ipynb #1bd853ad
 def _move_into_place(tmp: Path, out: Path):
     "Rename the finished folder `tmp` to `out`, replacing what was there."
     if out.exists():
@@ -1184,6 +1187,7 @@ def synthreid_info(root) -> dict:
         raise ValueError(f"{p}: not written by reid_workbench.data.synth")
     return info
 
+# %% ../../nbs/04_data.synth.ipynb #3430e55c
 def load_factors(root):
     "The factor table of a SynthReID dataset as a pandas DataFrame (one row per image, exact values)."
     import pandas as pd

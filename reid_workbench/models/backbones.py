@@ -69,6 +69,7 @@ def _unwrap_state_dict(obj, source: str) -> dict:
     if all(k.startswith("module.") for k in obj): obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj
 
+# %% ../../nbs/10_models.backbones.ipynb #de54ab38
 def read_weights_file(path) -> dict:
     "The state_dict stored in `path`, read safely (`weights_only=True`), with clear errors for unusable files."
     path = Path(path).expanduser()
@@ -104,6 +105,7 @@ def imagenet_state_dict(depth: int, progress: bool = True) -> tuple[dict, str]:
 def _example(keys: list[str], n: int = 4) -> str:
     return ", ".join(keys[:n]) + (f" … ({len(keys)} in all)" if len(keys) > n else "")
 
+# %% ../../nbs/10_models.backbones.ipynb #67849e9f
 def load_trunk_weights(trunk: nn.Module, state: dict, source: str = "state_dict") -> WeightsReport:
     "Copy a torchvision-style ResNet `state` into `trunk`; every tensor the trunk has must be there with its shape."
     state = _unwrap_state_dict(state, source)

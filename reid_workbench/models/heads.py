@@ -76,6 +76,7 @@ class BatchNormNoBias(nn.BatchNorm1d):
         del self._parameters["bias"]
         self.register_buffer("bias", torch.zeros(num_features))
 
+# %% ../../nbs/11_models.heads.ipynb #8d24b9eb
 class BNNeckHead(nn.Module):
     "Global pool -> BN (bias frozen) -> classifier without bias. Triplet on the pooled feature, CE and test on the BN output."
     def __init__(self, in_channels: int, num_classes: int, pool: str = "avg"):
