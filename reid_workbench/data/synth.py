@@ -368,7 +368,7 @@ def body_pose(identity: Identity, nuisance: Nuisance) -> dict:
     w = identity.width
     pts = _limb_joints(w, nuisance)
     lift = _FOOT_Y - min(pts["r_ankle"][1], pts["l_ankle"][1])
-    rx, ry, rz = _HEAD_R[0] * (0.85 + 0.15 * w), _HEAD_R[1], _HEAD_R[2]
+    rx, rz = _HEAD_R[0] * (0.85 + 0.15 * w), _HEAD_R[2]
     hx, hy, hz = 0.0, _HEAD_Y, 0.006
     e_s, e_c = math.sin(0.56), math.cos(0.56)
     pts.update(neck=(0.0, _NECK_Y, 0.0), head=(hx, hy, hz), nose=(hx, hy - 0.012, hz + 0.8 * rz),
