@@ -4,13 +4,15 @@
 
 # %% ../nbs/59_app.ipynb #bc091e75
 from __future__ import annotations
-import importlib.util, os, shutil, signal, socket, subprocess, sys, tempfile, time
+import atexit, http.client, importlib.util, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time, uuid
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['APP_NOTEBOOK', 'app_notebook', 'write_app_notebook', 'free_port', 'voila_command', 'AppServer', 'start_app',
-           'serve_app']
+__all__ = ['APP_NOTEBOOK', 'KERNEL_IDLE_TIMEOUT', 'KERNEL_CULL_INTERVAL', 'APP_MARK', 'STOP_SIGNALS', 'app_notebook',
+           'write_app_notebook', 'free_port', 'voila_command', 'app_processes', 'AppServer', 'start_app', 'serve_app']
 
 # %% ../nbs/59_app.ipynb #5e08fb84
 APP_NOTEBOOK = "reid_workbench_app.ipynb"
@@ -69,110 +71,169 @@ def _check_run(run_dir, data_root=None) -> Path:
     if data_root is not None and not Path(data_root).is_dir(): raise FileNotFoundError(f"{data_root}: no such dataset folder")
     return run_dir
 
-def voila_command(notebook, port: int, open_browser: bool = False) -> list[str]:
-    "The voila command line that serves `notebook` on 127.0.0.1:`port` with this Python."
+# %% ../nbs/59_app.ipynb #f8acb74c
+KERNEL_IDLE_TIMEOUT = 300   # seconds: a kernel without a page that stayed idle this long is shut down
+KERNEL_CULL_INTERVAL = 60   # seconds between voila's checks for such kernels
+
+def voila_command(notebook, port: int, open_browser: bool = False, cull_idle_timeout: int = KERNEL_IDLE_TIMEOUT,
+                  cull_interval: int = KERNEL_CULL_INTERVAL) -> list[str]:
+    "The voila command line that serves `notebook` on 127.0.0.1:`port` with this Python and culls idle kernels."
     return [sys.executable, "-m", "voila", str(notebook), f"--port={port}", "--Voila.ip=127.0.0.1",
             "--Voila.port_retries=0", "--VoilaConfiguration.show_tracebacks=True",
+            f"--MappingKernelManager.cull_idle_timeout={cull_idle_timeout}",
+            f"--MappingKernelManager.cull_interval={cull_interval}", "--MappingKernelManager.cull_connected=False",
             "--Voila.open_browser=True" if open_browser else "--no-browser"]
 
 # %% ../nbs/59_app.ipynb #23f59a75
-def _children(pid: int) -> list[int]:
-    "Direct child processes of `pid` (Linux /proc; empty elsewhere) - voila's kernels run in their own sessions."
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try: fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError): continue
-        if int(fields[1]) == pid: out.append(int(stat.parent.name))
-    return out
+APP_MARK = "REID_WORKBENCH_APP"
+
+def app_processes(token: str) -> list[int]:
+    "Ids of the processes whose environment holds `REID_WORKBENCH_APP=token`: an app's voila and kernels (Linux)."
+    marker, found = f"{APP_MARK}={token}".encode(), []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes().split(b"\0"): found.append(int(environ.parent.name))
+        except (OSError, ValueError): continue      # gone meanwhile, or another user's
+    return sorted(found)
+
+def _signal(pids, sig) -> None:
+    for pid in pids:
+        try: os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError): pass
 
 def _kill_group(pid: int, sig) -> None:
-    try: os.killpg(os.getpgid(pid), sig)
+    "Signal the process group of `pid`, a process started in a session of its own."
+    try: os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError): pass
 
 # %% ../nbs/59_app.ipynb #854fc5aa
 class AppServer:
-    "A voila process serving a run's dashboards: `url`, `wait_ready()`, `stop()`; a context manager."
-    def __init__(self, process: subprocess.Popen, url: str, notebook: Path, log_path: Path | None = None,
+    "A voila process serving a run's dashboards: `url`, `wait_ready()`, `processes()`, `stop()`; a context manager."
+    def __init__(self, process: subprocess.Popen, url: str, notebook: Path, token: str, log_path: Path | None = None,
                  cleanup: Path | None = None):
-        self.process, self.url, self.notebook, self.log_path, self._cleanup = process, url, notebook, log_path, cleanup
+        self.process, self.url, self.notebook, self.token = process, url, notebook, token
+        self.log_path, self._cleanup = log_path, cleanup
 
     def log(self) -> str:
         "What voila printed so far."
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.is_file() else ""
 
+    def processes(self) -> list[int]:
+        "Ids of voila and of every process it started (its kernels) that still run."
+        return app_processes(self.token)
+
     def ready(self) -> bool:
-        "Whether voila accepts connections (a page request then runs the notebook in a new kernel)."
-        host, port = self.url.split("//")[1].rstrip("/").split(":")
+        "Whether voila answers HTTP (any status: the server is up)."
+        where = urlsplit(self.url)
+        conn = http.client.HTTPConnection(where.hostname, where.port, timeout=2)
         try:
-            with socket.create_connection((host, int(port)), timeout=1): return True
-        except OSError: return False
+            conn.request("HEAD", "/")
+            return conn.getresponse().status > 0
+        except (OSError, http.client.HTTPException): return False
+        finally: conn.close()
 
     def __enter__(self): return self
     def __exit__(self, *exc): self.stop()
 
 # %% ../nbs/59_app.ipynb #73b9d263
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
+
 @patch
 def wait_ready(self: AppServer, timeout: float = 60.0) -> AppServer:
-    "Wait until the server answers; a RuntimeError with voila's output when it exits or `timeout` passes."
+    "Wait until voila answers HTTP; a ChildProcessError when it exits first, a TimeoutError after `timeout` s."
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if self.process.poll() is not None:
-            raise RuntimeError(f"voila exited with status {self.process.returncode}:\n{self.log()[-3000:]}")
+            raise ChildProcessError(f"voila exited with status {self.process.returncode} before serving {self.url}: "
+                                    f"{_last_line(self.log())}")
         if self.ready(): return self
         time.sleep(0.25)
-    raise RuntimeError(f"voila did not answer at {self.url} within {timeout:.0f} s:\n{self.log()[-3000:]}")
+    raise TimeoutError(f"voila did not answer at {self.url} within {timeout:.0f} s: {_last_line(self.log())}")
 
 # %% ../nbs/59_app.ipynb #924f495b
+_running: set[AppServer] = set()    # started and not stopped yet
+
 @patch
 def stop(self: AppServer, timeout: float = 10.0) -> int | None:
-    "Stop voila (SIGTERM to its process group, SIGKILL after `timeout` s) and its kernels; returns its status."
+    "Stop voila and every kernel it started; returns voila's exit status."
     p = self.process
     if p.poll() is None:
-        kernels = _children(p.pid)
         _kill_group(p.pid, signal.SIGTERM)
         try: p.wait(timeout)
         except subprocess.TimeoutExpired:
             _kill_group(p.pid, signal.SIGKILL)
-            p.wait(timeout)
-        for k in kernels: _kill_group(k, signal.SIGKILL)     # voila shuts them down; this catches stragglers
+            p.wait()
+    for _ in range(100):                            # stragglers: kernels voila did not shut down
+        left = self.processes()
+        if not left: break
+        _signal(left, signal.SIGKILL)
+        time.sleep(0.05)
+    _running.discard(self)
     if self._cleanup is not None: shutil.rmtree(self._cleanup, ignore_errors=True)
     return p.returncode
 
+@atexit.register
+def _stop_running():
+    for app in list(_running): app.stop()
+
 # %% ../nbs/59_app.ipynb #8aa8cfc4
-def _voila_env() -> dict:
-    return dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
+def _voila_env(token: str) -> dict:
+    return dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), **{APP_MARK: token})
 
 # %% ../nbs/59_app.ipynb #1b080540
 def start_app(run_dir, data_root=None, port: int = 8866, open_browser: bool = False, device: str = "cpu",
-              folder=None) -> AppServer:
-    "Start voila serving the dashboards of `run_dir` on 127.0.0.1:`port` in the background (its own process group)."
+              folder=None, cull_idle_timeout: int = KERNEL_IDLE_TIMEOUT, cull_interval: int = KERNEL_CULL_INTERVAL
+              ) -> AppServer:
+    "Start voila serving the dashboards of `run_dir` on 127.0.0.1:`port` in the background (a session of its own)."
     run_dir = _check_run(run_dir, data_root)
     port = _check_port(port)
     work = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="reid-workbench-app-"))
     notebook = write_app_notebook(run_dir, data_root, work, device)
-    log_path = work / "voila.log"
+    log_path, token = work / "voila.log", uuid.uuid4().hex
+    command = voila_command(notebook, port, open_browser, cull_idle_timeout, cull_interval)
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(voila_command(notebook, port, open_browser), stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, cwd=work, env=_voila_env(), start_new_session=True)
-    return AppServer(process, f"http://127.0.0.1:{port}/", notebook, log_path, None if folder is not None else work)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=work,
+                                   env=_voila_env(token), start_new_session=True)
+    app = AppServer(process, f"http://127.0.0.1:{port}/", notebook, token, log_path, None if folder is not None else work)
+    _running.add(app)
+    return app
+
+# %% ../nbs/59_app.ipynb #20996862
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+def _stop_requested(signum, frame):
+    "Ctrl-C, SIGTERM or SIGHUP: stop serving; further signals are ignored so that the clean-up runs to its end."
+    for s in STOP_SIGNALS: signal.signal(s, signal.SIG_IGN)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+@contextmanager
+def _stopped_by_signals():
+    "Inside, SIGTERM and SIGHUP stop like Ctrl-C (in the main thread); the handlers before are restored after."
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _stop_requested) for s in STOP_SIGNALS}
+    try: yield
+    finally:
+        for s, handler in previous.items():
+            if handler is not None: signal.signal(s, handler)
 
 # %% ../nbs/59_app.ipynb #879a9586
-def serve_app(run_dir, data_root=None, port: int = 8866, open_browser: bool = False, device: str = "cpu") -> int:
-    """Serve the dashboards of `run_dir` with voila on http://127.0.0.1:`port`/ until Ctrl-C (what
-    `reid-workbench app RUN --port P` runs). Returns voila's exit status (0 when stopped with Ctrl-C)."""
-    run_dir = _check_run(run_dir, data_root)
-    port = _check_port(port)
-    work = Path(tempfile.mkdtemp(prefix="reid-workbench-app-"))
-    try:
-        notebook = write_app_notebook(run_dir, data_root, work, device)
-        print(f"reid-workbench app: serving the dashboards of {run_dir} at http://127.0.0.1:{port}/ (Ctrl-C stops)",
-              flush=True)
-        process = subprocess.Popen(voila_command(notebook, port, open_browser), cwd=work, env=_voila_env())
-        try: return process.wait()
-        except KeyboardInterrupt:   # the terminal sent SIGINT to voila too; give it time to shut its kernels down
-            try: process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill(); process.wait()
+def serve_app(run_dir, data_root=None, port: int = 8866, open_browser: bool = False, device: str = "cpu",
+              timeout: float = 120.0) -> int:
+    """Serve the dashboards of `run_dir` with voila on http://127.0.0.1:`port`/ until Ctrl-C, SIGTERM or SIGHUP (what
+    `reid-workbench app RUN --port P` runs); returns 0. Raises when voila does not answer within `timeout` s or dies."""
+    app = None
+    with _stopped_by_signals():
+        try:
+            app = start_app(run_dir, data_root, port, open_browser, device)
+            app.wait_ready(timeout)
+            print(f"reid-workbench app: serving the dashboards of {run_dir} at {app.url} (Ctrl-C stops)", flush=True)
+            status = app.process.wait()
+            if status != 0: raise ChildProcessError(f"voila exited with status {status}: {_last_line(app.log())}")
             return 0
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        except KeyboardInterrupt: return 0
+        finally:
+            if app is not None: app.stop()

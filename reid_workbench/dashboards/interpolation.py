@@ -4,7 +4,7 @@
 
 # %% ../../nbs/54_dashboards.interpolation.ipynb #ef0e63bf
 from __future__ import annotations
-import threading, time
+import atexit, threading, time
 import pandas as pd
 import torch
 from torch import Tensor
@@ -54,6 +54,16 @@ def distance_figure(distances: pd.DataFrame, mode: str):
                       yaxis_title="distance (L2-normalised features)", template="plotly_white", height=300,
                       width=620, margin=dict(l=50, r=20, t=50, b=40))
     return fig
+
+# %% ../../nbs/54_dashboards.interpolation.ipynb #73d0eab7
+_strip_threads: set[threading.Thread] = set()    # strip threads still running
+_exiting = threading.Event()
+
+@atexit.register
+def _finish_strips():
+    "At exit (before Python finalises): no new strips, and wait for the ones running."
+    _exiting.set()
+    for thread in list(_strip_threads): thread.join()
 
 # %% ../../nbs/54_dashboards.interpolation.ipynb #4c2111d7
 class InterpolationDashboard(Dashboard):
@@ -162,6 +172,7 @@ def _request_strip(self: InterpolationDashboard, key, ca, cb, ends):
         return
     self.strip_status.value = "<i>computing the strip…</i>"
     self._strip_thread = threading.Thread(target=self._strip_job, args=(key, ca, cb, ends), daemon=True)
+    _strip_threads.add(self._strip_thread)
     self._strip_thread.start()
 
 @patch
@@ -171,6 +182,7 @@ def _strip_job(self: InterpolationDashboard, key, ca, cb, ends):
         self._strip_wanted = None
         self.strip_status.value = ""
         self.show_error(f"{type(e).__name__} while computing the strip: {e}")
+    finally: _strip_threads.discard(threading.current_thread())
 
 # %% ../../nbs/54_dashboards.interpolation.ipynb #c9304849
 @patch
@@ -182,13 +194,13 @@ def wait(self: InterpolationDashboard, timeout: float = 60.0) -> bool:
 # %% ../../nbs/54_dashboards.interpolation.ipynb #315f3cef
 @patch
 def _compute_strip(self: InterpolationDashboard, key, ca: Codes, cb: Codes, ends: Tensor):
-    with self._strip_lock:                      # one strip at a time; a newer request makes this one stale
-        if key != self._strip_wanted: return
+    with self._strip_lock:                      # one strip at a time; a newer request (or the exit) makes it stale
+        if key != self._strip_wanted or _exiting.is_set(): return
         start = time.perf_counter()
         strip, distances = interpolation_strip(self.codes, ca, cb, list(key[3]), ends)
         picture = image_grid(strip, 1, len(strip), pad=2, col_labels=[f"t={t:.2f}" for t in distances["t"]])
         fig = distance_figure(distances, key[2])
-        if key != self._strip_wanted: return
+        if key != self._strip_wanted or _exiting.is_set(): return
         self.strip_images, self.distances, self.figure = strip, distances, fig
         self.strip_image.value = png_bytes(picture)
         self.strip_image.layout.width = f"{min(2 * picture.width, 1100)}px"
