@@ -13,7 +13,8 @@ import torch
 # %% auto #0
 __all__ = ['IN_TEST', 'IMAGENET_MEAN', 'IMAGENET_STD', 'IMAGE_RANGES', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'get_device',
            'derived_seed', 'check_image_range', 'convert_range', 'seed_everything', 'config_from_dict', 'Config',
-           'atomic_write_bytes', 'atomic_write_text', 'CheckpointError', 'save_checkpoint', 'load_checkpoint']
+           'atomic_write_bytes', 'atomic_write_text', 'regular_file', 'CheckpointError', 'save_checkpoint',
+           'load_checkpoint']
 
 # %% ../nbs/00_core.ipynb #4ed47f88
 IN_TEST = bool(os.environ.get("IN_TEST"))  # set by nbdev_test: notebooks shrink their data under it
@@ -170,6 +171,13 @@ def atomic_write_bytes(path, data: bytes) -> Path:
 def atomic_write_text(path, text: str) -> Path:
     "Write `text` (UTF-8) to `path` atomically."
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+def regular_file(path, what: str = "file") -> Path:
+    "`path` if it is a regular file; otherwise an error naming it (a FIFO or device would block a reader forever)."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"{path}: missing {what}")
+    if not path.is_file(): raise ValueError(f"{path}: not a regular file (a folder, FIFO or device) - expected a {what}")
+    return path
 
 # %% ../nbs/00_core.ipynb #5ac00c7a
 CHECKPOINT_FORMAT = "reid-workbench-checkpoint"

@@ -181,6 +181,16 @@ def test_a_checkpoint_changed_after_it_was_written_is_refused(data, capsys, tmp_
     assert code == 2 and "damaged" in err
 
 
+@pytest.mark.parametrize("name", ["factors.csv", "keypoints/bounding_box_train.csv"])
+def test_nothing_blocks_on_a_fifo_in_a_dataset(data, capsys, tmp_path, name):
+    root = tmp_path / "data"
+    shutil.copytree(data["a"], root)
+    (root / name).unlink()
+    os.mkfifo(root / name)
+    code, err = cli(capsys, *train(tmp_path / "run", root))
+    assert code == 2 and name.split("/")[-1] in err                 # one line naming the file, no hang
+
+
 def test_nothing_blocks_on_a_fifo_where_a_file_is_expected(data, capsys, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(data["run"], run)
@@ -192,3 +202,51 @@ def test_nothing_blocks_on_a_fifo_where_a_file_is_expected(data, capsys, tmp_pat
         assert code == 2 and name.split("/")[-1] in err
         target.unlink()
         shutil.copyfile(data["run"] / name, target)
+
+
+# -- a table of bad input: each is one clear line (exit 2) ---------------------------------------------------------------
+
+def _bad_inputs(data, tmp):
+    "(name, argv, what the line must contain); tmp holds scratch files made here."
+    a, run = data["a"], data["run"]
+    (tmp / "file.txt").write_text("not a folder")
+    (tmp / "empty").mkdir()
+    (tmp / "nonrun").mkdir(); (tmp / "nonrun" / "notes.txt").write_text("mine")
+    broken_kp = tmp / "kp"
+    shutil.copytree(a, broken_kp)
+    kp_file = next((broken_kp / "keypoints").iterdir())
+    kp_file.write_text("this is not a keypoint table\n\x00\x01")
+    return [
+        ("train: no such data folder", ["train", "--data", tmp / "nowhere", "--out", tmp / "r1"], "nowhere"),
+        ("train: data is a file", ["train", "--data", tmp / "file.txt", "--out", tmp / "r2"], "file.txt"),
+        ("train: empty data folder", ["train", "--data", tmp / "empty", "--out", tmp / "r3"], "empty"),
+        ("train: unknown method", ["train", "--method", "nope", "--data", a, "--out", tmp / "r4"], "unknown method"),
+        ("train: --epochs 0", ["train", "--method", "toy_stripes", "--data", a, "--out", tmp / "r5", "--epochs", "0"], "epochs"),
+        ("train: --epochs -3", ["train", "--method", "toy_stripes", "--data", a, "--out", tmp / "r6", "--epochs", "-3"], "epochs"),
+        ("train: unknown device", ["train", "--method", "toy_stripes", "--data", a, "--out", tmp / "r7", "--device", "gpu9"], "gpu9"),
+        ("train: out is a file", ["train", "--method", "toy_stripes", "--data", a, "--out", tmp / "file.txt"], "file.txt"),
+        ("train: broken keypoint file", ["train", "--method", "toy_stripes", "--data", broken_kp, "--out", tmp / "r8"], kp_file.name),
+        ("evaluate: not a run", ["evaluate", tmp / "nonrun"], "config.json"),
+        ("evaluate: no such run", ["evaluate", tmp / "nowhere"], "nowhere"),
+        ("evaluate: data is not a dataset", ["evaluate", run, "--data", tmp / "empty", "--device", "cpu"], "empty"),
+        ("eval-codes: not SynthReID", ["eval-codes", run, "--data", tmp / "empty", "--device", "cpu"], "empty"),
+        ("check-data: not a dataset", ["check-data", tmp / "nonrun"], "nonrun"),
+        ("check-data: unknown format", ["check-data", a, "--format", "market9"], "market9"),
+        ("synth: bad size", ["synth", "--out", tmp / "s1", "--size", "12xq"], "12xq"),
+        ("synth: too few ids", ["synth", "--out", tmp / "s2", "--ids", "1"], "ids"),
+        ("synth: out not empty", ["synth", "--out", tmp / "nonrun"], "--overwrite"),
+        ("app: no such run", ["app", tmp / "nowhere"], "nowhere"),
+    ]
+
+
+def test_bad_input_table(data, capsys, tmp_path):
+    failures = []
+    for name, argv, expected in _bad_inputs(data, tmp_path):
+        capsys.readouterr()
+        try: code = main([str(a) for a in argv])
+        except SystemExit as e: code = e.code                            # argparse's own usage errors
+        err = capsys.readouterr().err.strip()
+        last = err.splitlines()[-1] if err else ""
+        if code != 2 or "Traceback" in err or str(expected) not in last:
+            failures.append(f"{name}: exit {code}, {err[-300:]!r}")
+    assert not failures, "\n".join(failures)

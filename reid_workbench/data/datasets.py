@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 import numpy as np
 from fastcore.basics import patch
+from ..core import regular_file
 
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'SPLIT_FOLDERS', 'JUNK_PID', 'DISTRACTOR_PID', 'MARKET_RULE', 'DUKE_RULE', 'CUHK03_NP_RULE',
@@ -77,7 +78,8 @@ class NamingRule:
 
     @property
     def _hint(self) -> str:
-        return "; use format='custom' to skip dataset-specific range checks" if self.custom_hint else ""
+        return ("; use --format custom (format='custom' in Python) to skip dataset-specific range checks"
+                if self.custom_hint else "")
 
 # %% ../../nbs/05_data.datasets.ipynb #1c064e46
 @patch
@@ -227,6 +229,7 @@ def load_synthreid(root) -> ReIDDataset:
     import pandas as pd
     folder = _find_dataset_folder(root, [""], ["synthreid.json", *_SPLIT_DIRS, "factors.csv",
                                                *(f"keypoints/{d}.csv" for d in _SPLIT_DIRS)], "SynthReID")
+    for name in ("synthreid.json", "factors.csv"): regular_file(folder / name, "SynthReID file")
     try: meta = json.loads((folder / "synthreid.json").read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetError(f"{folder / 'synthreid.json'}: not valid JSON ({e})") from None
@@ -240,7 +243,7 @@ def load_synthreid(root) -> ReIDDataset:
 # %% ../../nbs/05_data.datasets.ipynb #e13752e4
 def _read_msmt17_list(list_path: Path, image_dir: Path) -> list[ImageRecord]:
     records, base = [], os.fspath(image_dir)
-    with open(list_path, encoding="utf-8") as f:
+    with open(regular_file(list_path, "MSMT17 list file"), encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip(): continue
             fields = line.split()

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 from PIL import Image, ImageDraw
+from ..core import regular_file
 
 # %% auto #0
 __all__ = ['COCO18_NAMES', 'NUM_KEYPOINTS', 'COCO18_LIMBS', 'OPENPOSE_COLORS', 'FLIP_PERMUTATION', 'SKELETON_LIMBS', 'MISSING',
@@ -84,7 +85,7 @@ def write_keypoints_csv(path, poses: dict) -> Path:
 # %% ../../nbs/03_data.pose.ipynb #3b97949a
 def read_keypoints_csv(path) -> dict:
     "Read a keypoints CSV written by `write_keypoints_csv` into `{name: (18, 3) float32 array}`."
-    path = Path(path)
+    path = regular_file(path, "keypoints CSV")
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     if not rows or rows[0] != KEYPOINT_CSV_HEADER:
@@ -139,9 +140,9 @@ def openpose_to_coco18(keypoints, threshold: float = 0.05, what="OpenPose keypoi
 # %% ../../nbs/03_data.pose.ipynb #43f0591b
 def read_openpose_people(path, threshold: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     "Every person of an OpenPose JSON file: poses (P, 18, 3) and their mean joint confidence (P,)."
-    path = Path(path)
+    path = regular_file(path, "OpenPose JSON file")
     try: data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e: raise ValueError(f"{path}: not a JSON file ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{path}: not a JSON file ({e})") from None
     if not isinstance(data, dict) or not isinstance(data.get("people"), list):
         raise ValueError(f"{path}: not an OpenPose JSON file (no 'people' list)")
     poses, scores = [], []
@@ -192,7 +193,7 @@ def _check_order(path, order: str):
 
 def read_fdgan_pose_txt(path, order: str = "yx") -> np.ndarray:
     "Read one FD-GAN pose file (18 lines of two numbers, `-1 -1` = missing; `order` 'yx' or 'xy') as an (18, 3) pose."
-    path = Path(path)
+    path = regular_file(path, "FD-GAN pose file")
     _check_order(path, order)
     lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
     if len(lines) != NUM_KEYPOINTS:

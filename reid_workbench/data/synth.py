@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 from fastcore.basics import patch
 from PIL import Image, ImageDraw, ImageFilter
+from ..core import regular_file
 from .pose import COCO18_NAMES, FLIP_PERMUTATION, NUM_KEYPOINTS, write_keypoints_csv
 
 # %% auto #0
@@ -1157,7 +1158,7 @@ def write_synthreid(out, config: SynthConfig | None = None, *, overwrite: bool =
     cfg = replace(config or SynthConfig(), **overrides)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise FileExistsError(f"{out}: exists and is not empty (pass overwrite=True to replace it)")
+        raise FileExistsError(f"{out}: exists and is not empty (--overwrite, or overwrite=True in Python, replaces it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     items, _ = _plan(cfg)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -1192,7 +1193,7 @@ def load_factors(root):
     "The factor table of a SynthReID dataset as a pandas DataFrame (one row per image, exact values)."
     import pandas as pd
     synthreid_info(root)
-    return pd.read_csv(Path(root) / "factors.csv", keep_default_na=False)
+    return pd.read_csv(regular_file(Path(root) / "factors.csv", "SynthReID factor table"), keep_default_na=False)
 
 def rerender(root, name: str, factors=None) -> np.ndarray:
     "Render image `name` of the dataset at `root` again from its factors (before JPEG compression)."
