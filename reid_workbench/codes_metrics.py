@@ -34,7 +34,7 @@ __all__ = ['INCEPTION_WEIGHTS_FILE', 'GT_BODIES', 'SWAP_FIGURE_COLUMNS', 'to_uni
            'l1_error', 'frechet_distance_from_stats', 'frechet_distance', 'model_input_size', 'reid_feature_extractor',
            'find_inception_weights', 'inception_feature_extractor', 'resolve_extractor', 'fid', 'swap_candidates',
            'sample_swap_pairs', 'swap_ground_truth', 'mask_to_size', 'EvalImages', 'load_test_images', 'SwapSet',
-           'load_swap_set', 'generate_swaps', 'reconstruct', 'region_l1', 'mask_ssim', 'swap_fidelity',
+           'load_swap_set', 'generate_swaps', 'reconstruct', 'region_l1', 'region_ssim', 'mask_ssim', 'swap_fidelity',
            'appearance_effect', 'reconstruction_scores', 'intra_identity_ssim', 'ssim_diversity', 'diversity_plan',
            'identity_retention', 'swap_figure', 'save_swap_figure', 'evaluate_disentanglement', 'eval_codes']
 
@@ -70,9 +70,10 @@ def _valid_filter(n: int, g: Tensor) -> Tensor:
 
 # %% ../nbs/36_codes_metrics.ipynb #6d8d9df5
 def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window_size: int = 11, sigma: float = 1.5,
-         k1: float = 0.01, k2: float = 0.03, chunk: int = 32) -> Tensor:
+         k1: float = 0.01, k2: float = 0.03, chunk: int = 32, weights: Tensor | None = None) -> Tensor:
     """Mean SSIM (Wang et al. 2004) of each image pair, computed in float64: (B,) for (B, C, H, W) inputs, a 0-d tensor
-    for (C, H, W). uint8 images are read as [0, 1]."""
+    for (C, H, W). uint8 images are read as [0, 1]. `weights` (B, 1, H, W), e.g. a region mask: the SSIM map's
+    weighted mean instead (the map lives on the window centres, so the weights are cropped like it)."""
     x, y, single = _pairs(x, y, "ssim")
     if x.device.type == "mps": x, y = x.cpu(), y.cpu()        # no float64 there
     x, y = (t.double() if t.is_floating_point() else t.double() / 255 for t in (x, y))
@@ -89,7 +90,10 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window_size: int = 11, s
         mx, my, exx, eyy, exy = local.split(c, 1)
         vx, vy, cxy = exx - mx * mx, eyy - my * my, exy - mx * my
         s_map = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-        out.append(s_map.mean((1, 2, 3)))
+        if weights is None: out.append(s_map.mean((1, 2, 3))); continue
+        r = window_size // 2
+        wgt = weights[s:s + chunk, :, r:h - r, r:w - r].to(s_map).expand_as(s_map)
+        out.append((s_map * wgt).sum((1, 2, 3)) / wgt.sum((1, 2, 3)))
     res = torch.cat(out) if out else x.new_zeros(0)
     return res[0] if single else res
 
@@ -405,8 +409,12 @@ def region_l1(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
     m = mask.to(x.dtype).expand_as(x)
     return ((x - y).abs() * m).flatten(1).sum(1) / m.flatten(1).sum(1)
 
+def region_ssim(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+    "Per-image mean of the SSIM map over the pixels of `mask` (B, 1, H, W)."
+    return ssim(x, y, weights=mask)
+
 def mask_ssim(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
-    "Per-image SSIM of the two images with everything outside `mask` set to black (mask-SSIM)."
+    "Per-image SSIM of the two images with everything outside `mask` set to black (mask-SSIM of pose-transfer papers)."
     m = mask.to(x.dtype)
     return ssim(x * m, y * m)
 
@@ -414,9 +422,10 @@ def mask_ssim(x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
 def _fidelity(swapped, gt, a, b, region: str = "", mask: Tensor | None = None) -> dict:
     "L1 / SSIM of the swaps and of both references in one region; `swap_beats_both<region>` when it wins both."
     l1 = (lambda x: l1_error(x, gt)) if mask is None else (lambda x: region_l1(x, gt, mask))
-    sim = (lambda x: ssim(x, gt)) if mask is None else (lambda x: mask_ssim(x, gt, mask))
+    sim = (lambda x: ssim(x, gt)) if mask is None else (lambda x: region_ssim(x, gt, mask))
+    scores = [("l1", l1), ("ssim", sim)] + ([("mask_ssim", lambda x: mask_ssim(x, gt, mask))] if mask is not None else [])
     out = {}
-    for name, f in (("l1", l1), ("ssim", sim)):
+    for name, f in scores:
         out |= {f"swap_{name}{region}{ref}": _mean(f(x)) for ref, x in (("", swapped), ("_ref_a", a), ("_ref_b", b))}
     beats_l1 = out[f"swap_l1{region}"] < min(out[f"swap_l1{region}_ref_a"], out[f"swap_l1{region}_ref_b"])
     beats_ssim = out[f"swap_ssim{region}"] > max(out[f"swap_ssim{region}_ref_a"], out[f"swap_ssim{region}_ref_b"])

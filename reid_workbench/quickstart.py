@@ -24,6 +24,7 @@ __all__ = ['DISENTANGLEMENT_COLUMNS', 'ensure_synthreid', 'ranked_list_report', 
 # %% ../nbs/61_quickstart.ipynb #0ed88abd
 DISENTANGLEMENT_COLUMNS = tuple(f"swap_{m}{r}{ref}" for r in ("", "_person", "_background") for m in ("l1", "ssim")
                                 for ref in ("", "_ref_a", "_ref_b")) + (
+    "swap_mask_ssim_person", "swap_mask_ssim_person_ref_a", "swap_mask_ssim_person_ref_b",
     "swap_beats_both", "swap_beats_both_person", "swap_beats_both_background", "appearance_effect",
     "appearance_effect_truth", "retention_appearance", "retention_structure", "recon_l1", "recon_ssim",
     "diversity_generated", "diversity_real", "fid", "fid_ref_real")

@@ -373,7 +373,7 @@ def test_ssim_agrees_with_scikit_image():
 
 
 def test_region_scores_and_appearance_effect(synth):
-    from reid_workbench.codes_metrics import appearance_effect, load_swap_set, mask_ssim, region_l1
+    from reid_workbench.codes_metrics import appearance_effect, load_swap_set, mask_ssim, region_l1, region_ssim
     pairs = load_swap_set(synth, 6, seed=0)
     person = pairs.mask
     assert person.any() and (~person).any()
@@ -381,6 +381,9 @@ def test_region_scores_and_appearance_effect(synth):
     # region L1 is the mean over the region's pixels only; mask-SSIM ignores what lies outside the region
     noisy = gt.clone(); noisy[(~person).expand_as(gt)] = 0.0
     assert region_l1(noisy, gt, person).max() == 0 and torch.allclose(mask_ssim(noisy, gt, person), torch.ones(6, dtype=torch.float64))
+    everywhere = torch.ones_like(person)
+    assert torch.allclose(region_ssim(a, gt, everywhere), ssim(a, gt))          # the whole image: plain SSIM
+    assert (region_ssim(noisy, gt, ~person) < ssim(noisy, gt)).all()          # the blacked-out background is seen
     fid = swap_fidelity(pairs.b, pairs.gt, pairs.a, pairs.b, person)
     assert fid["swap_l1_background"] == fid["swap_l1_background_ref_b"] < fid["swap_l1_person_ref_b"]
     effect = appearance_effect(pairs.gt, pairs.b, pairs.gt, pairs.b, person)     # a perfect swap changes what the truth does
