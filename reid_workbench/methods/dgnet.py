@@ -303,6 +303,16 @@ def embed(self: DGNet, images: Tensor) -> Tensor:
     feature = torch.cat([F.normalize(out["prim"].float(), dim=1), beta * F.normalize(out["fine"].float(), dim=1)], 1)
     return F.normalize(feature, dim=1)
 
+# %% ../../nbs/43_methods.dgnet.ipynb #573c8fab
+def _warn_unlike_the_papers_teacher(config, run) -> bool:
+    "Warn (and say True) when a teacher run is not the paper's teacher: an ID-loss-only baseline (IDE head, CE only)."
+    differs = [f for f, ok in (("triplet loss", getattr(config, "triplet_weight", 0) == 0),
+                               ("label smoothing", getattr(config, "label_smoothing", 0) == 0),
+                               (f"{getattr(config, 'head', '?')} head", getattr(config, "head", "ide") == "ide")) if not ok]
+    if differs: _logger.warning(f"DG-Net: teacher_run={run!r} is not the paper's teacher (an ID-loss-only baseline): it "
+                                f"uses {', '.join(differs)}; `--preset teacher` of the baseline trains the paper's kind")
+    return bool(differs)
+
 # %% ../../nbs/43_methods.dgnet.ipynb #a5e56468
 @patch
 def teacher_model(self: DGNet, device=None) -> nn.Module | None:
@@ -322,6 +332,7 @@ def teacher_model(self: DGNet, device=None) -> nn.Module | None:
         size = tuple(getattr(teacher.config, "size", cfg.size))
         if size != tuple(cfg.size):
             raise ValueError(f"teacher_run={cfg.teacher_run!r}: the teacher takes {size} images, DG-Net {tuple(cfg.size)}")
+        _warn_unlike_the_papers_teacher(teacher.config, cfg.teacher_run)
         for p in teacher.parameters(): p.requires_grad_(False)
         self.__dict__["_loaded_teacher"] = teacher
         _logger.info(f"DG-Net: teacher loaded from {cfg.teacher_run}")
