@@ -20,7 +20,7 @@ from .codes import swap
 from .core import (IMAGE_RANGES, IMAGENET_MEAN, atomic_write_bytes, atomic_write_text, check_image_range,
                                  convert_range, get_device)
 from .data.loaders import load_image
-from .data.synth import (SPLIT_FOLDERS, encode_jpeg, factors_to_identity_nuisance, load_factors, render_layers,
+from .data.synth import (SPLIT_FOLDERS, encode_jpeg, factors_to_identity_nuisance, load_factors, render, render_layers,
                                        synthreid_info)
 from .metrics import compute_distance_matrix, extract_features
 from .codes import missing_protocol
@@ -275,11 +275,13 @@ def swap_ground_truth(factors, name_a: str, name_b: str, size=(128, 64), supersa
     identity, _ = factors_to_identity_nuisance(_factor_row(factors, name_a))
     other, nuisance = factors_to_identity_nuisance(_factor_row(factors, name_b))
     if body == "b": identity = replace(identity, height=other.height, width=other.width)
-    layers = render_layers(identity, nuisance, tuple(size), supersample)
-    image = layers.image
+    if with_mask:
+        layers = render_layers(identity, nuisance, tuple(size), supersample)
+        image, mask = layers.image, layers.person_mask
+    else: image = render(identity, nuisance, tuple(size), supersample)[0]     # no mask: the cheaper drawing
     if jpeg_quality is not None:
         with Image.open(io.BytesIO(encode_jpeg(image, jpeg_quality))) as im: image = np.array(im.convert("RGB"))
-    return (image, layers.person_mask) if with_mask else image
+    return (image, mask) if with_mask else image
 
 # %% ../nbs/36_codes_metrics.ipynb #b79ce3a8
 def _to_size(image, size) -> Tensor:

@@ -62,7 +62,9 @@ def ranked_list_report(details: dict, path, num_queries: int = 6, top_k: int = 1
 # %% ../nbs/61_quickstart.ipynb #6d9f3ac0
 def quickstart_plan(methods: list | dict | None = None) -> dict[str, dict]:
     "`{method: config overrides}` of the quickstart, in run order (default: every method with quickstart settings)."
-    if isinstance(methods, dict): return {name: dict(o) for name, o in methods.items() if method_info(name)}
+    if isinstance(methods, dict):
+        for name in methods: method_info(name)                  # an unknown name is an error, not a silent skip
+        return {name: dict(o) for name, o in methods.items()}
     names = available_methods() if methods is None else list(methods)
     plan = {name: dict(method_info(name).quickstart or {}) for name in names}
     return {n: o for n, o in plan.items() if methods is not None or method_info(n).quickstart is not None}

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from fastcore.basics import patch
 from ..models.gan import frozen_parameters
 from ..training import Method, StepContext
+from ..registry import info_of
 
 # %% auto #0
 __all__ = ['eval_mode', 'trainable', 'check_input_size', 'JointOptimizer', 'weighted_sum', 'check_choice', 'check_nonnegative',
@@ -33,7 +34,6 @@ def trainable(*modules: nn.Module) -> list[nn.Parameter]:
 # %% ../../nbs/41_methods.common.ipynb #4df2ac3a
 def check_input_size(model, images: Tensor) -> Tensor:
     "`images` if they have `model`'s input size (its MethodInfo and config), else a ValueError naming both sizes."
-    from reid_workbench.registry import info_of
     expected = info_of(model).input_size(model.config)
     if tuple(images.shape[-2:]) != expected:
         raise ValueError(f"{type(model).__name__} takes {expected[0]}x{expected[1]} images (its config's size); got "
