@@ -449,7 +449,8 @@ def appearance_effect(swapped: Tensor, reconstructed_b: Tensor, gt: Tensor, b: T
     "The change that a's appearance code makes to the person region of b's decoding, and the change the truth makes."
     swapped, reconstructed_b, gt, b = (to_unit(x, "unit") for x in (swapped, reconstructed_b, gt, b))
     return dict(appearance_effect=_mean(region_l1(swapped, reconstructed_b, mask)),
-                appearance_effect_truth=_mean(region_l1(gt, b, mask)))
+                appearance_effect_truth=_mean(region_l1(gt, b, mask)),
+                appearance_gain=_mean(region_l1(reconstructed_b, gt, mask) - region_l1(swapped, gt, mask)))
 
 # %% ../nbs/36_codes_metrics.ipynb #950d44a6
 def reconstruction_scores(reconstructed: Tensor, images: Tensor) -> dict:

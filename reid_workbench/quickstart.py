@@ -26,7 +26,7 @@ DISENTANGLEMENT_COLUMNS = tuple(f"swap_{m}{r}{ref}" for r in ("", "_person", "_b
                                 for ref in ("", "_ref_a", "_ref_b")) + (
     "swap_mask_ssim_person", "swap_mask_ssim_person_ref_a", "swap_mask_ssim_person_ref_b",
     "swap_beats_both", "swap_beats_both_person", "swap_beats_both_background", "appearance_effect",
-    "appearance_effect_truth", "retention_appearance", "retention_structure", "recon_l1", "recon_ssim",
+    "appearance_effect_truth", "appearance_gain", "retention_appearance", "retention_structure", "recon_l1", "recon_ssim",
     "diversity_generated", "diversity_real", "fid", "fid_ref_real")
 
 def ensure_synthreid(root, config: SynthConfig | None = None, progress: bool = True) -> Path:

@@ -181,6 +181,35 @@ def test_detach_switch_controls_image_loss_gradients_into_E_a(detach):
     assert sum(p.grad.abs().sum().item() for p in model.appearance_encoder.trunk.parameters() if p.grad is not None) > 0
 
 
+@pytest.mark.parametrize("detached", [True, False])
+def test_prim_and_fine_train_only_E_a_on_a_detached_image(detached):
+    torch.manual_seed(0)
+    model = DGNet(small(prim_fine_on_detached=detached), num_classes=4).train()
+    batch = _pair_batch(torch.randn(4, 3, H, W), torch.randn(4, 3, H, W), torch.arange(4))
+    out = model.gan_forward(batch, {"fine": 0.2})
+    assert ("fake_appearance_detached" in out) == detached
+    assert "fake_appearance_detached" not in model.gan_forward(batch, {"fine": 0.0})   # no extra pass during the warm-up
+    out["teacher_logits"] = torch.randn(4, 4)
+    losses = model.generator_losses(out, batch, {"prim": 1.0, "fine": 0.2})
+    (losses["prim"] + losses["fine"]).backward()
+    grad = lambda m: sum(p.grad.abs().sum().item() for p in m.parameters() if p.grad is not None)
+    assert grad(model.appearance_encoder.trunk) > 0
+    assert (grad(model.decoder) == 0, grad(model.structure_encoder) == 0) == (detached, detached)
+
+
+@pytest.mark.parametrize("from_real", [True, False])
+def test_appearance_running_statistics_from_real_images_only(from_real):
+    torch.manual_seed(0)
+    model = DGNet(small(appearance_stats_from_real=from_real), num_classes=4).train()
+    twin = DGNet(small(), num_classes=4).train()
+    twin.load_state_dict(model.state_dict())
+    anchor, positive = torch.randn(4, 3, H, W), torch.randn(4, 3, H, W)
+    model.forward_pairs(anchor, positive)                      # real pass, then E_a on the generated images
+    twin.appearance_encoder(torch.cat([anchor, positive]))     # the real pass alone
+    stats = lambda m: torch.cat([m.appearance_encoder.trunk.bn1.running_mean, m.appearance_encoder.trunk.bn1.running_var])
+    assert torch.allclose(stats(model), stats(twin)) == from_real
+
+
 def test_dgnet_specifics_of_the_protocol():
     "What the conformance suite (test_method_contract.py) cannot know about DG-Net's codes, decoder and feature."
     torch.manual_seed(0)
@@ -336,8 +365,10 @@ def test_teacher_from_a_baseline_run(tmp_path):
     assert isinstance(teacher, Baseline) and not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     with pytest.raises(ValueError, match="knows 6 identities"):
         DGNet(config, num_classes=7).teacher_model()
-    with pytest.raises(ValueError, match=r"takes \(64, 32\) images"):
-        DGNet(config.replace(size=(128, 64)), num_classes=6).teacher_model()
+    other_size = DGNet(config.replace(size=(128, 64)), num_classes=6)     # a teacher of another input size:
+    fake = torch.randn(2, 3, 128, 64)                                    # its input is resized to the teacher's
+    resized = torch.nn.functional.interpolate(fake, size=(H, W), mode="bilinear", align_corners=False)
+    assert torch.allclose(other_size.teacher_logits(fake), teacher.logits(resized), atol=1e-5)
 
 
 def test_trainer_on_synthreid_pairs(tmp_path):

@@ -62,7 +62,11 @@ def dgnet_steps(run_dir) -> list[dict]:
                 for _ in range(3)]
     config = DGNetConfig.tiny(size=(h, w), structure_channels=16, structure_res_blocks=1, mlp_hidden=32, dis_dim=8,
                               dis_layers=2, feature_dim=64, epochs=1, warmup_iters=0, ramp_iters=2, teacher_epochs=1,
-                              teacher_overrides={"P": 2, "K": 2, "bottleneck_dim": 32})
+                              teacher_overrides={"P": 2, "K": 2, "bottleneck_dim": 32},
+                              # the settings of the code these numbers were measured on (before issue #12's switches)
+                              appearance_cut="layer4", lr_appearance=0.01, head_lr_mult=1.0, lr_generator=5e-4,
+                              betas=(0.0, 0.999), structure_jitter=0.0, prim_fine_on_detached=False,
+                              appearance_stats_from_real=False, r1_reduction="mean")
     seed_everything(0)
     return logged_steps(DGNet(config, num_classes=6), factory, run_dir)
 
@@ -74,7 +78,8 @@ def isgan_steps(run_dir) -> list[dict]:
         g = torch.Generator().manual_seed(200 + epoch + 10 * int(stage.name[-1]))
         return [_item(g, torch.tensor([1, 1, 4, 4]), h, w) for _ in range(2)]
     config = ISGANConfig.tiny(related_dim=32, unrelated_dim=8, noise_dim=8, generator_channels=(64, 32, 32, 16, 16),
-                              dis_channels=(16, 16, 32, 32, 32), epochs_stage1=1, epochs_stage2=1, epochs_stage3=1)
+                              dis_channels=(16, 16, 32, 32, 32), epochs_stage1=1, epochs_stage2=1, epochs_stage3=1,
+                              P=4, triplet_weight=0.0, generator_dropout=0.5, lr=5e-4)   # the tiny preset of the pin
     seed_everything(0)
     return logged_steps(ISGAN(config, num_classes=6), factory, run_dir)
 

@@ -9,7 +9,7 @@ from PIL import Image
 from fastcore.basics import patch
 
 from ..codes import is_disentangler, swap
-from ..codes_metrics import swap_fidelity
+from ..codes_metrics import appearance_effect, swap_fidelity
 from .core import (CodeBank, Dashboard, ImagePicker, OpenRun, captioned, code_bank,
                                             image_widget, png_bytes, register_dashboard)
 from ..viz import image_grid
@@ -21,16 +21,24 @@ __all__ = ['swap_scores', 'score_line', 'swap_grid', 'SwapDashboard']
 # %% ../../nbs/53_dashboards.swap.ipynb #aaf29e83
 def _unit(image: Image.Image): return TF.pil_to_tensor(image.convert("RGB")).float() / 255
 
-def swap_scores(generated: Image.Image, truth: Image.Image, a: Image.Image, b: Image.Image, mask) -> dict:
-    "Swap fidelity of one generated swap and of both references (whole image, person `mask`, background)."
-    return swap_fidelity(*(_unit(im)[None] for im in (generated, truth, a, b)), mask[None])
+def swap_scores(generated: Image.Image, truth: Image.Image, a: Image.Image, b: Image.Image, mask,
+                reconstructed_b: Image.Image | None = None) -> dict:
+    "Swap fidelity of one swap and of both references (whole image, person `mask`, background); its appearance effect."
+    generated, truth, a, b = (_unit(im)[None] for im in (generated, truth, a, b))
+    scores = swap_fidelity(generated, truth, a, b, mask[None])
+    if reconstructed_b is None: return scores
+    return scores | appearance_effect(generated, _unit(reconstructed_b)[None], truth, b, mask[None])
 
 def score_line(s: dict) -> str:
     "The scores as one line: the person region first (where a swap shows whether it moved the appearance)."
     part = lambda r, name: (f"{name}: L1 {s[f'swap_l1{r}']:.3f} (a {s[f'swap_l1{r}_ref_a']:.3f} · b "
                             f"{s[f'swap_l1{r}_ref_b']:.3f}), SSIM {s[f'swap_ssim{r}']:.3f} (a {s[f'swap_ssim{r}_ref_a']:.3f}"
                             f" · b {s[f'swap_ssim{r}_ref_b']:.3f}) {'✓ beats both' if s[f'swap_beats_both{r}'] else '✗'}")
-    return "vs ground truth — " + " | ".join([part("_person", "person"), part("", "whole image")])
+    parts = [part("_person", "person"), part("", "whole image")]
+    if "appearance_effect" in s:
+        parts.append(f"a's appearance changes the person by {s['appearance_effect']:.3f} (truth "
+                     f"{s['appearance_effect_truth']:.3f}), {s['appearance_gain']:+.3f} toward the truth")
+    return "vs ground truth — " + " | ".join(parts)
 
 # %% ../../nbs/53_dashboards.swap.ipynb #1738b435
 def swap_grid(codes: CodeBank, rows: list[int], cols: list[int]) -> list[list[Image.Image]]:
@@ -127,7 +135,8 @@ def _update_single(self: SwapDashboard):
     if truth is None: self.truth = None; self.scores.value = ""; return
     self.truth, person = truth
     self.truth_image.value = png_bytes(self.truth)
-    self.scores.value = score_line(swap_scores(self.generated, self.truth, self.bank.pil(a), self.bank.pil(b), person))
+    own = self.codes.decode(self.codes[b])[0]                      # b from its own codes: what a's code changes
+    self.scores.value = score_line(swap_scores(self.generated, self.truth, self.bank.pil(a), self.bank.pil(b), person, own))
 
 # %% ../../nbs/53_dashboards.swap.ipynb #a6d26025
 def _following(picker: ImagePicker, n: int) -> list[int]:

@@ -14,8 +14,8 @@ from ..training import Method, StepContext
 from ..registry import info_of
 
 # %% auto #0
-__all__ = ['eval_mode', 'trainable', 'check_input_size', 'JointOptimizer', 'weighted_sum', 'check_choice', 'check_nonnegative',
-           'check_unit_interval', 'check_betas', 'check_milestones', 'GANMethod']
+__all__ = ['eval_mode', 'trainable', 'running_stats_frozen', 'check_input_size', 'JointOptimizer', 'weighted_sum', 'check_choice',
+           'check_nonnegative', 'check_unit_interval', 'check_betas', 'check_milestones', 'GANMethod']
 
 # %% ../../nbs/41_methods.common.ipynb #3666f3c2
 @contextlib.contextmanager
@@ -30,6 +30,18 @@ def eval_mode(module: nn.Module):
 def trainable(*modules: nn.Module) -> list[nn.Parameter]:
     "The parameters of `modules` that require grad (what an optimizer gets)."
     return [p for m in modules for p in m.parameters() if p.requires_grad]
+
+# %% ../../nbs/41_methods.common.ipynb #6eba1cac
+@contextlib.contextmanager
+def running_stats_frozen(module: nn.Module, frozen: bool = True):
+    """Batch norms of `module` normalise with the batch's statistics (train mode) but leave their running statistics
+    alone for the block (a pass on generated images must not shift what the model uses at test time)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not frozen: norms = []
+    for m in norms: m.track_running_stats = False
+    try: yield module
+    finally:
+        for m in norms: m.track_running_stats = True
 
 # %% ../../nbs/41_methods.common.ipynb #4df2ac3a
 def check_input_size(model, images: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ from ..data.loaders import LoaderConfig
 from .baseline import Baseline, BaselineConfig
 from .common import (GANMethod, JointOptimizer, check_betas, check_choice, check_input_size,
                                            check_milestones, check_nonnegative, check_unit_interval, eval_mode,
-                                           trainable)
+                                           running_stats_frozen, trainable)
 from ..models.backbones import ResNetTrunk
 from ..models.gan import (GAN_LOSSES, AdaINDecoder, ConvBlock, MultiScaleDiscriminator, ResBlock, gan_d_loss,
                                        gan_g_loss, r1_penalty, rgb_to_gray)
@@ -25,8 +25,8 @@ from ..registry import MethodInfo, load_trained, register_method
 from ..training import Stage, StepContext
 
 # %% auto #0
-__all__ = ['APPEARANCE_STRIPES', 'DGNetConfig', 'primary_feature_weights', 'AppearanceEncoder', 'StructureEncoder', 'l1_loss',
-           'soft_label_kl', 'DGNet']
+__all__ = ['APPEARANCE_STRIPES', 'DGNetConfig', 'primary_feature_weights', 'AppearanceEncoder', 'draw_gray_jitter', 'jitter_gray',
+           'StructureEncoder', 'l1_loss', 'soft_label_kl', 'DGNet']
 
 # %% ../../nbs/43_methods.dgnet.ipynb #7db4a819
 _logger = logging.getLogger("reid_workbench.methods.dgnet")
@@ -37,6 +37,7 @@ class _DGNetModules(Config):
     # appearance encoder E_a and its two heads
     depth: int = 50                          # ResNet-18 / 34 / 50
     last_stride: int = 1
+    appearance_cut: str = "layer4"           # E_a's trunk ends after this stage: "layer4" (the paper) | "layer3"
     pretrained: bool | str = "imagenet"      # False, "imagenet" / True, or a path to a torchvision weights file
     size: tuple[int, int] = (256, 128)       # (height, width) of the input
     feature_dim: int = 512                   # f_prim and f_fine
@@ -53,10 +54,12 @@ class _DGNetModules(Config):
     dis_layers: int = 4
     gan_loss: str = "nonsaturating"          # eq. 7 (cross-entropy GAN) | "lsgan"
     r1_gamma: float = 10.0                   # D's loss gets r1_gamma / 2 * E||grad D(x_real)||^2
+    r1_reduction: str = "sum"                # D(x) in R1: the "sum" of the patch logits | their "mean" (see r1_penalty)
 
     def __post_init__(self):
         need = self._require
         check_choice(self, "depth", (18, 34, 50)); check_choice(self, "last_stride", (1, 2))
+        check_choice(self, "appearance_cut", ("layer3", "layer4"))
         need(len(self.size) == 2 and all(int(v) % 4 == 0 and v >= 32 for v in self.size),
              f"size={self.size!r} must be (height, width), both multiples of 4 and >= 32 (E_s downsamples x4, G upsamples x4)")
         smallest = min(self.size) // 2 ** (self.dis_scales - 1)
@@ -66,7 +69,7 @@ class _DGNetModules(Config):
         need(self.structure_channels % 4 == 0 and self.structure_channels >= 4,
              f"structure_channels={self.structure_channels} must be a positive multiple of 4")
         check_choice(self, "gan_loss", GAN_LOSSES); check_choice(self, "style_norm", ("none", "batch"))
-        check_nonnegative(self, "r1_gamma")
+        check_nonnegative(self, "r1_gamma"); check_choice(self, "r1_reduction", ("sum", "mean"))
 
 # %% ../../nbs/43_methods.dgnet.ipynb #7db4a81b
 @dataclass
@@ -83,11 +86,15 @@ class _DGNetObjective(_DGNetModules):
     ramp_iters: int = 4_000                  # ...and lambda_prim rises linearly 0 -> prim_weight over these
     test_fine_weight: float = 0.5            # beta in the test feature [f_prim, beta * f_fine]
     detach_appearance_for_image_losses: bool = False  # True: as the public code, image losses never train E_a
+    structure_jitter: float = 0.0            # > 0: E_s's gray input randomly inverted / contrast / brightness (training)
+    prim_fine_on_detached: bool = True       # L_prim / L_fine see x_j^i detached: they train E_a only, never G or E_s
+    appearance_stats_from_real: bool = True  # E_a's BatchNorm running statistics from real images only
 
     def __post_init__(self):
         super().__post_init__()
         check_nonnegative(self, "img_weight", "code_weight", "id_real_weight", "id_cross_weight", "adv_weight",
                           "prim_weight", "fine_ratio", "test_fine_weight", "warmup_iters", "ramp_iters")
+        check_unit_interval(self, "structure_jitter")
 
 # %% ../../nbs/43_methods.dgnet.ipynb #7db4a81d
 @dataclass
@@ -193,9 +200,9 @@ APPEARANCE_STRIPES = 4
 class AppearanceEncoder(nn.Module):
     "E_a: ResNet trunk -> adaptive max pool to (4, 1) = the appearance code; two IDE heads give f_prim and f_fine."
     def __init__(self, depth: int, last_stride: int, pretrained, num_classes: int, feature_dim: int = 512,
-                 dropout: float = 0.5):
+                 dropout: float = 0.5, cut_at: str = "layer4"):
         super().__init__()
-        self.trunk = ResNetTrunk(depth, last_stride, pretrained)
+        self.trunk = ResNetTrunk(depth, last_stride, pretrained, cut_at=cut_at)
         self.channels = self.trunk.out_channels
         self.prim_head = IDEHead(self.channels, num_classes, "avg", feature_dim, relu=False, dropout=dropout)
         self.fine_head = IDEHead(self.channels, num_classes, "avg", feature_dim, relu=False, dropout=dropout)
@@ -211,6 +218,19 @@ class AppearanceEncoder(nn.Module):
         return {"code": code, "prim": prim["feature"], "prim_logits": prim["logits"],
                 "fine": fine["feature"], "fine_logits": fine["logits"]}
 
+# %% ../../nbs/43_methods.dgnet.ipynb #9252d125
+def draw_gray_jitter(num: int, strength: float, generator: torch.Generator | None = None) -> Tensor:
+    """(num, 3) random (sign, contrast, brightness) for `jitter_gray`: sign -1 with probability strength / 2, contrast
+    in [1 - strength, 1 + strength], brightness in [-strength, strength]; strength 0 is the identity."""
+    u = torch.rand(num, 3, generator=generator)
+    sign = torch.where(u[:, 0] < strength / 2, -1.0, 1.0)
+    return torch.stack([sign, 1 + strength * (2 * u[:, 1] - 1), strength * (2 * u[:, 2] - 1)], 1)
+
+def jitter_gray(gray: Tensor, jitter: Tensor) -> Tensor:
+    "Gray images (B, 1, H, W) in [-1, 1], each inverted / contrast-scaled / shifted by its row of `jitter`, clamped."
+    sign, contrast, brightness = (jitter[:, i].to(gray)[:, None, None, None] for i in range(3))
+    return (sign * contrast * gray + brightness).clamp(-1, 1)
+
 # %% ../../nbs/43_methods.dgnet.ipynb #c7bd8c2f
 class StructureEncoder(nn.Module):
     "E_s: RGB -> gray -> 4 convs (7x7, 4x4/2, 4x4/2, 3x3) -> residual blocks: the structure code (C, H/4, W/4)."
@@ -223,8 +243,10 @@ class StructureEncoder(nn.Module):
                                    ConvBlock(c, c, 3, norm="in"))
         self.res_blocks = nn.Sequential(*(ResBlock(c, norm="in") for _ in range(num_res_blocks)))
 
-    def forward(self, images: Tensor, source: str = "imagenet") -> Tensor:
-        return self.res_blocks(self.convs(rgb_to_gray(images, source)))
+    def forward(self, images: Tensor, source: str = "imagenet", jitter: Tensor | None = None) -> Tensor:
+        "The structure code of `images` (range `source`); `jitter` (B, 3): see `jitter_gray`."
+        gray = rgb_to_gray(images, source)
+        return self.res_blocks(self.convs(gray if jitter is None else jitter_gray(gray, jitter)))
 
 # %% ../../nbs/43_methods.dgnet.ipynb #6a91be4d
 def l1_loss(a: Tensor, b: Tensor) -> Tensor:
@@ -260,7 +282,7 @@ class DGNet(GANMethod):
         if self.num_classes < 2: raise ValueError(f"DGNet: num_classes={num_classes}; need at least 2 training identities")
         cfg = config
         self.appearance_encoder = AppearanceEncoder(cfg.depth, cfg.last_stride, cfg.pretrained, self.num_classes,
-                                                    cfg.feature_dim, cfg.head_dropout)
+                                                    cfg.feature_dim, cfg.head_dropout, cfg.appearance_cut)
         self.structure_encoder = StructureEncoder(cfg.structure_channels, cfg.structure_res_blocks)
         self.decoder = AdaINDecoder(cfg.structure_channels, self.appearance_encoder.channels * APPEARANCE_STRIPES,
                                     num_res_blocks=cfg.decoder_res_blocks, num_upsamples=2,
@@ -329,15 +351,27 @@ def teacher_model(self: DGNet, device=None) -> nn.Module | None:
         if teacher.num_classes != self.num_classes:
             raise ValueError(f"teacher_run={cfg.teacher_run!r}: the teacher knows {teacher.num_classes} identities, "
                              f"this DG-Net {self.num_classes} - train the teacher on the same training set")
-        size = tuple(getattr(teacher.config, "size", cfg.size))
-        if size != tuple(cfg.size):
-            raise ValueError(f"teacher_run={cfg.teacher_run!r}: the teacher takes {size} images, DG-Net {tuple(cfg.size)}")
         _warn_unlike_the_papers_teacher(teacher.config, cfg.teacher_run)
         for p in teacher.parameters(): p.requires_grad_(False)
         self.__dict__["_loaded_teacher"] = teacher
         _logger.info(f"DG-Net: teacher loaded from {cfg.teacher_run}")
     if device is not None: teacher.to(device)
     return teacher.eval()
+
+# %% ../../nbs/43_methods.dgnet.ipynb #68f827e8
+@patch
+def teacher_logits(self: DGNet, images: Tensor) -> Tensor:
+    "The teacher's logits of `images` (ImageNet range), resized (bilinear) to its input size when that differs."
+    teacher = self.teacher_model(images.device)
+    size = tuple(getattr(teacher.config, "size", images.shape[-2:]))
+    if tuple(images.shape[-2:]) != size: images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    return teacher.logits(images)
+
+@patch
+def _encode_fake(self: DGNet, fake_net: Tensor) -> dict[str, Tensor]:
+    "E_a on generated images (ImageNet range); its BatchNorm running statistics stay those of real images when asked."
+    with running_stats_frozen(self.appearance_encoder, self.config.appearance_stats_from_real):
+        return self.appearance_encoder(fake_net)
 
 # %% ../../nbs/43_methods.dgnet.ipynb #a5e56469
 @patch
@@ -407,7 +441,10 @@ def forward_pairs(self: DGNet, anchor: Tensor, positive: Tensor, donors: Tensor 
     donors = torch.arange(b, device=anchor.device).roll(1) if donors is None else donors
     real = self.appearance_encoder(torch.cat([anchor, positive]))
     a_anchor, a_positive = real["code"][:b], real["code"][b:]
-    s_anchor = self.structure_encoder(anchor)
+    jitter = None
+    if self.training and self.config.structure_jitter > 0:
+        jitter = draw_gray_jitter(b, self.config.structure_jitter).to(anchor.device)
+    s_anchor = self.structure_encoder(anchor, jitter=jitter)
     a_gen, a_pos_gen = a_anchor, a_positive
     if self.config.detach_appearance_for_image_losses: a_gen, a_pos_gen = a_anchor.detach(), a_positive.detach()
     images = self.generate(torch.cat([a_gen, a_pos_gen, a_gen]), torch.cat([s_anchor, s_anchor, s_anchor[donors]]))
@@ -416,7 +453,7 @@ def forward_pairs(self: DGNet, anchor: Tensor, positive: Tensor, donors: Tensor 
     return {"real_appearance": real, "a_anchor": a_anchor, "s_anchor": s_anchor, "donors": donors,
             "real": convert_range(anchor, "imagenet", "tanh"), "recon_self": recon_self,
             "recon_positive": recon_positive, "fake": fake, "fake_net": fake_net,
-            "fake_appearance": self.appearance_encoder(fake_net), "fake_structure": self.structure_encoder(fake, source="tanh")}
+            "fake_appearance": self._encode_fake(fake_net), "fake_structure": self.structure_encoder(fake, source="tanh", jitter=None if jitter is None else jitter[donors])}
 
 # %% ../../nbs/43_methods.dgnet.ipynb #b1c2d306
 @patch
@@ -424,7 +461,9 @@ def gan_forward(self: DGNet, batch: dict, weights: dict[str, float]) -> dict:
     anchor, positive = batch["anchor"]["image"], batch["other"]["image"]
     out = self.forward_pairs(anchor, positive, _structure_donors(batch["anchor"]["pid"]))
     if "prim" in weights:
-        with torch.no_grad(): out["teacher_logits"] = self.teacher_model(anchor.device).logits(out["fake_net"].detach())
+        with torch.no_grad(): out["teacher_logits"] = self.teacher_logits(out["fake_net"].detach())
+    if self.config.prim_fine_on_detached and ("prim" in weights or weights.get("fine", 0) > 0):
+        out["fake_appearance_detached"] = self._encode_fake(out["fake_net"].detach())
     return out
 
 # %% ../../nbs/43_methods.dgnet.ipynb #a5e56472
@@ -434,7 +473,7 @@ def discriminator_losses(self: DGNet, out: dict, batch: dict, weights: dict[str,
     real = out["real"].detach().float().requires_grad_("r1" in weights)
     real_outputs = self.discriminator(real)
     losses = {"dis": gan_d_loss(real_outputs, self.discriminator(out["fake"].detach().float()), self.config.gan_loss)}
-    if "r1" in weights: losses["r1"] = r1_penalty(real_outputs, real)
+    if "r1" in weights: losses["r1"] = r1_penalty(real_outputs, real, self.config.r1_reduction)
     return losses
 
 # %% ../../nbs/43_methods.dgnet.ipynb #b1c2d308
@@ -448,9 +487,10 @@ def generator_losses(self: DGNet, out: dict, batch: dict, weights: dict[str, flo
               "code1": l1_loss(fake["code"], out["a_anchor"]), "code2": l1_loss(out["fake_structure"], out["s_anchor"][donors]),
               "id_s": F.cross_entropy(real["prim_logits"].float(), real_pids) + F.cross_entropy(real["fine_logits"].float(), real_pids),
               "id_c": F.cross_entropy(fake["prim_logits"].float(), pids),
-              "fine": F.cross_entropy(fake["fine_logits"].float(), pids[donors])}
+              "fine": F.cross_entropy(out.get("fake_appearance_detached", fake)["fine_logits"].float(), pids[donors])}
     if fake_outputs is not None: losses["adv"] = gan_g_loss(fake_outputs, self.config.gan_loss)
-    if "prim" in weights: losses["prim"] = soft_label_kl(fake["prim_logits"], out["teacher_logits"])
+    if "prim" in weights:
+        losses["prim"] = soft_label_kl(out.get("fake_appearance_detached", fake)["prim_logits"], out["teacher_logits"])
     return losses
 
 @patch

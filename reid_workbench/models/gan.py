@@ -202,11 +202,14 @@ def gan_g_loss(fake_outputs, kind: str = "nonsaturating") -> Tensor:
     return torch.stack([t.float() for t in terms]).sum()
 
 # %% ../../nbs/12_models.gan.ipynb #2a6cd2a3
-def r1_penalty(real_outputs, real_images: Tensor) -> Tensor:
-    "E ||grad_x D(x)||^2 for D's logits `real_outputs` of `real_images` (D(x) = mean logit per scale, summed; differentiable)."
+def r1_penalty(real_outputs, real_images: Tensor, reduction: str = "sum") -> Tensor:
+    """E ||grad_x D(x)||^2 for D's logits `real_outputs` of `real_images`, differentiable; D(x) = the `reduction`
+    ("sum" | "mean") of each scale's patch logits, summed over scales."""
+    if reduction not in ("sum", "mean"): raise ValueError(f"r1_penalty: reduction={reduction!r} must be 'sum' or 'mean'")
     if not real_images.requires_grad:
         raise ValueError("r1_penalty: real_images must require grad - call D on real.detach().requires_grad_(True)")
-    score = sum(o.float().mean(tuple(range(1, o.dim()))).sum() for o in _as_list(real_outputs))
+    reduce = torch.sum if reduction == "sum" else torch.mean
+    score = sum(reduce(o.float(), tuple(range(1, o.dim()))).sum() for o in _as_list(real_outputs))
     (grad,) = torch.autograd.grad(score, real_images, create_graph=True)
     return grad.float().pow(2).flatten(1).sum(1).mean()
 
