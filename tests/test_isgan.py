@@ -63,6 +63,8 @@ def test_config_presets_validation_and_registry():
     assert paper.stage_epochs == (300, 200, 100) and paper.random_erasing_p == 0.5
     tiny = ISGANConfig.tiny()
     assert (tiny.depth, tiny.pretrained, tiny.size, tiny.branch_depth) == (18, False, (96, 32), "layer3")
+    assert (tiny.P, tiny.K, tiny.triplet_weight, tiny.generator_dropout) == (8, 4, 1.0, 0.0)      # the tiny stage-1 aids
+    assert (paper.triplet_weight, paper.pool, paper.generator_dropout) == (0.0, "max", 0.5)
     assert ISGANConfig.from_json(tiny.to_json()) == tiny
     assert ISGANConfig.tiny(epochs=6).stage_epochs == (3, 2, 1) and ISGANConfig.tiny(epochs=2).stage_epochs == (2, 0, 0)
     lc = paper.loader_config()
@@ -70,6 +72,7 @@ def test_config_presets_validation_and_registry():
     for bad, msg in [(dict(size=(100, 32)), "multiples of 32"), (dict(size=(64, 32)), "height >= 96"),
                      (dict(depth=101), "depth=101"), (dict(K=1), "K=1"), (dict(branch_depth="layer5"), "branch_depth"),
                      (dict(lambda_s=-1), "lambda_s=-1"), (dict(lambda_r=0), "lambda_r=0"),
+                     (dict(triplet_weight=-1), "triplet_weight=-1"), (dict(pool="mean"), "pool"),
                      (dict(generator_channels=(8, 8)), "generator_channels"), (dict(test_label="x"), "test_label")]:
         with pytest.raises(ValueError, match=msg): ISGANConfig(**bad)
     assert (method_info("isgan").config, method_info("isgan").model) == (ISGANConfig, ISGAN)
@@ -183,7 +186,7 @@ def test_weighted_objectives_follow_the_stages_and_switches():
     assert only_ls.discriminator_losses(out, batch, weights) == {}                        # no D update, no "dis" optimizer
     assert sorted(only_ls.configure_optimizers(only_ls.stages()[1])) == ["gen"]
     baseline = ISGAN(small(use_lps=False, use_ld=False, use_lc=False, use_lu=False, use_ls=False), num_classes=NUM_IDS)
-    assert [s.epochs for s in baseline.stages()] == [16, 0, 2] and "fake" not in baseline.forward_pairs(batch["image"], batch["pid"])
+    assert [s.epochs for s in baseline.stages()] == [12, 0, 1] and "fake" not in baseline.forward_pairs(batch["image"], batch["pid"])
 
 
 # -- the part-level shuffle (the trap of the public code) ----------------------------------------------------------------
@@ -348,9 +351,20 @@ def test_stage_freezing_is_real(trained):
     assert all(p.requires_grad for p in trainer.method.parameters())
     assert list(log["stage"].unique()) == ["stage1", "stage2", "stage3"]
     assert log.loc[log["stage"] == "stage2", "L_R"].isna().all() and log.loc[log["stage"] == "stage3", "L_R"].notna().all()
+    assert log.loc[log["stage"] == "stage1", "L_T"].gt(0).all()                       # the tiny preset's stage-1 triplet
     assert {"lr_gen", "lr_dis"} <= set(log.columns)
-    lrs = log.groupby("stage")["lr_gen"].first()
-    assert lrs["stage3"] == pytest.approx(lrs["stage2"] * 0.1)
+    lrs = log.groupby("stage")[["lr_encoder", "lr_gen"]].first()
+    assert lrs.loc["stage3", "lr_gen"] == pytest.approx(lrs.loc["stage1", "lr_encoder"] * 0.1)      # lr / 10 of stage 1
+
+
+def test_stage3_runs_at_a_tenth_of_stage1s_lr():
+    "'All end-to-end at lr / 10': of stage 1's lr, also when stage 1 has its own (lr_stage1); D at its own lr / 10."
+    lr = lambda model, stage, name: model.configure_optimizers(model.stages()[stage])[name][0].param_groups[0]["lr"]
+    own = ISGAN(small(lr=5e-4, lr_stage1=2e-3, lr_discriminator=1e-3), num_classes=NUM_IDS)
+    assert (lr(own, 0, "encoder"), lr(own, 1, "gen"), lr(own, 1, "dis")) == (2e-3, 5e-4, 1e-3)
+    assert (lr(own, 2, "gen"), lr(own, 2, "dis")) == pytest.approx((2e-4, 1e-4))
+    one = ISGAN(small(lr=2e-4, lr_stage1=None), num_classes=NUM_IDS)                    # the paper: one lr
+    assert (lr(one, 0, "encoder"), lr(one, 2, "gen")) == pytest.approx((2e-4, 2e-5))
 
 
 def test_short_training_reduces_identity_shuffling_loss(trained):

@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from ..codes import Codes
 from ..core import Config, convert_range
 from ..data.loaders import LoaderConfig
-from ..losses import cross_entropy_lsr
+from ..losses import batch_hard_triplet, cross_entropy_lsr
 from .common import (GANMethod, check_betas, check_choice, check_input_size, check_nonnegative,
                                            check_unit_interval, eval_mode, trainable)
 from ..models.backbones import ResNetTrunk, resnet_stage_channels
@@ -38,6 +38,7 @@ class _ISGANEncoders(Config):
     branch_depth: str = "layer4"             # branches copy the rest of layer3 and layer4 (MGN); "layer3": the rest of layer3 only
     related_dim: int = 256                   # p of E_R: phi_R is 8 x related_dim
     unrelated_dim: int = 64                  # p of E_U: phi_U is 8 x unrelated_dim
+    pool: str = "max"                        # the branches' pooling: "max" (MGN, the paper) | "avg"
 
     def __post_init__(self):
         need = self._require
@@ -46,7 +47,7 @@ class _ISGANEncoders(Config):
              f"size={self.size!r} must be (height, width), multiples of 32 with height >= 96 (G upsamples x32 from "
              f"(H/32, W/32); D_C's last block needs two positions)")
         self.size = (int(self.size[0]), int(self.size[1]))
-        check_choice(self, "branch_depth", ("layer3", "layer4"))
+        check_choice(self, "branch_depth", ("layer3", "layer4")); check_choice(self, "pool", ("max", "avg"))
         for name in ("related_dim", "unrelated_dim"): need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
 
 # %% ../../nbs/44_methods.isgan.ipynb #dfaf98cf
@@ -88,6 +89,7 @@ class _ISGANObjective(_ISGANGenerative):
     lambda_d: float = 1.0
     lambda_c: float = 2.0
     label_smoothing: float = 0.0             # of the CE in L_R (eq. 1 has none)
+    triplet_weight: float = 0.0              # stage 1: + this x a batch-hard triplet loss on phi_R (not in the paper)
     use_lu: bool = True                      # the ablation switches of Table 2
     use_ls: bool = True
     use_lps: bool = True
@@ -96,7 +98,8 @@ class _ISGANObjective(_ISGANGenerative):
 
     def __post_init__(self):
         super().__post_init__()
-        check_nonnegative(self, "lambda_r", "lambda_u", "lambda_u_stage3", "lambda_s", "lambda_ps", "lambda_d", "lambda_c")
+        check_nonnegative(self, "lambda_r", "lambda_u", "lambda_u_stage3", "lambda_s", "lambda_ps", "lambda_d", "lambda_c",
+                          "triplet_weight")
         self._require(self.lambda_r > 0, f"lambda_r={self.lambda_r} must be > 0 (L_R trains E_R, the re-ID feature)")
         self._require(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing} must be in [0, 1)")
 
@@ -107,8 +110,8 @@ class ISGANConfig(_ISGANObjective):
     P: int = 4                               # identities per batch
     K: int = 4                               # images per identity (pairs are formed inside each identity)
     random_erasing_p: float = 0.5            # stage 1 only
-    lr: float = 2e-4                         # Adam, encoders and G (stage 3: lr * stage3_lr_factor)
-    lr_stage1: float | None = None           # stage 1's Adam lr (None: lr, as in the paper)
+    lr: float = 2e-4                         # Adam, encoders and G in stage 2
+    lr_stage1: float | None = None           # stage 1's Adam lr (None: lr, as in the paper); stage 3: it x stage3_lr_factor
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 5e-4               # encoders only
     lr_discriminator: float = 2e-4           # SGD, D_D and D_C
@@ -141,11 +144,12 @@ def paper(cls: ISGANConfig, **overrides) -> ISGANConfig:
 @patch(cls_method=True)
 def tiny(cls: ISGANConfig, **overrides) -> ISGANConfig:
     "ResNet-18 at 96x32 from random weights, short branches, small codes, G and D: minutes on a CPU with SynthReID."
-    # stage 1 is long: cross-entropy alone (eq. 1) learns slowly from random weights on a few hundred images
+    # stage 1: 8 x 4 batches and a triplet term (not in the paper): cross-entropy alone learns slowly from random weights
     return cls(**(dict(depth=18, pretrained=False, size=(96, 32), branch_depth="layer3", related_dim=64,
-                       unrelated_dim=16, noise_dim=16, generator_channels=(256, 128, 64, 32, 32),
-                       generator_start=16, dis_channels=(32, 64, 128, 128, 128), lr_stage1=2e-3, lr=5e-4,
-                       lr_discriminator=0.002, epochs_stage1=16, epochs_stage2=8, epochs_stage3=2) | overrides))
+                       unrelated_dim=16, noise_dim=16, generator_channels=(256, 128, 64, 32, 32), generator_start=16,
+                       generator_dropout=0.0, dis_channels=(32, 64, 128, 128, 128), P=8, K=4, triplet_weight=1.0,
+                       lr_stage1=2e-3, lr=1e-3, lr_discriminator=0.002, epochs_stage1=12, epochs_stage2=3,
+                       epochs_stage3=1) | overrides))
 
 # %% ../../nbs/44_methods.isgan.ipynb #dfaf98d9
 @patch(as_prop=True)
@@ -255,18 +259,20 @@ def part_branch_blocks(full: ResNetTrunk, branch_depth: str = "layer4") -> list[
 
 # %% ../../nbs/44_methods.isgan.ipynb #c0f29549
 class PartBranch(nn.Module):
-    "A part-n branch: its blocks, then max pooling over the whole map (global) and over n horizontal stripes (locals)."
-    def __init__(self, blocks: nn.Module, num_stripes: int):
+    "A part-n branch: its blocks, then max (or avg) pooling over the whole map (global) and over n horizontal stripes (locals)."
+    def __init__(self, blocks: nn.Module, num_stripes: int, pool: str = "max"):
         super().__init__()
-        self.blocks, self.num_stripes = blocks, num_stripes
+        self.blocks, self.num_stripes, self.pool = blocks, num_stripes, pool
 
     def forward(self, x: Tensor) -> list[Tensor]:
         "[global, stripe 1, ..., stripe n] as (B, C) vectors (only the global one when n = 1)."
         y = self.blocks(x)
-        pooled = [y.amax((2, 3))]
+        reduce = (lambda t, d: t.amax(d)) if self.pool == "max" else (lambda t, d: t.mean(d))
+        pooled = [reduce(y, (2, 3))]
         if self.num_stripes > 1:
             n, h = self.num_stripes, y.shape[2]
-            stripes = y.unflatten(2, (n, h // n)).amax((3, 4)) if h % n == 0 else F.adaptive_max_pool2d(y, (n, 1)).flatten(2)
+            adaptive = F.adaptive_max_pool2d if self.pool == "max" else F.adaptive_avg_pool2d
+            stripes = reduce(y.unflatten(2, (n, h // n)), (3, 4)) if h % n == 0 else adaptive(y, (n, 1)).flatten(2)
             pooled += list(stripes.unbind(2))
         return pooled
 
@@ -274,10 +280,10 @@ class PartBranch(nn.Module):
 class PartEncoder(nn.Module):
     "E_R / E_U: part-1, 2, 3 branches -> 8 features of `dim` (globals, then locals); `variational`: a mean and log-variance each."
     def __init__(self, branch_blocks: list[nn.Module], channels: int, dim: int, num_classes: int = 0,
-                 variational: bool = False):
+                 variational: bool = False, pool: str = "max"):
         super().__init__()
         if len(branch_blocks) != 3: raise ValueError(f"PartEncoder: expected 3 branches, got {len(branch_blocks)}")
-        self.branches = nn.ModuleList(PartBranch(b, n) for b, n in zip(branch_blocks, (1, 2, 3)))
+        self.branches = nn.ModuleList(PartBranch(b, n, pool) for b, n in zip(branch_blocks, (1, 2, 3)))
         self.dim, self.variational = dim, variational
         if variational:
             self.mean = nn.ModuleList(nn.Linear(channels, dim) for _ in range(NUM_FEATURES))
@@ -401,9 +407,10 @@ class ISGAN(GANMethod):
         self.trunk.load_state_dict({k: v for k, v in full.state_dict().items() if k in own})
         stages = resnet_stage_channels(cfg.depth)
         channels = stages["layer4"] if cfg.branch_depth == "layer4" else stages["layer3"]
-        self.related = PartEncoder(part_branch_blocks(full, cfg.branch_depth), channels, cfg.related_dim, self.num_classes)
+        self.related = PartEncoder(part_branch_blocks(full, cfg.branch_depth), channels, cfg.related_dim, self.num_classes,
+                                   pool=cfg.pool)
         self.unrelated = PartEncoder(part_branch_blocks(full, cfg.branch_depth), channels, cfg.unrelated_dim,
-                                     variational=True)
+                                     variational=True, pool=cfg.pool)
         self.code_dim = (NUM_FEATURES * (cfg.related_dim + cfg.unrelated_dim) + cfg.noise_dim
                          + (self.num_classes if cfg.generator_label else 0))
         self.generator = ISGANGenerator(self.code_dim, cfg.size, cfg.generator_channels, cfg.generator_dropout,
@@ -486,10 +493,10 @@ def frozen_modules(self: ISGAN, stage: Stage) -> list[nn.Module]:
 def configure_optimizers(self: ISGAN, stage: Stage) -> dict:
     cfg = self.config
     factor = cfg.stage3_lr_factor if stage.name == "stage3" else 1.0
-    lr, betas = cfg.lr * factor, tuple(cfg.betas)
+    lr1, betas = cfg.lr if cfg.lr_stage1 is None else cfg.lr_stage1, tuple(cfg.betas)
+    lr = lr1 * factor if stage.name == "stage3" else cfg.lr          # stage 3: "end-to-end at lr / 10" of stage 1
     if stage.name == "stage1":
-        lr = cfg.lr if cfg.lr_stage1 is None else cfg.lr_stage1
-        return {"encoder": (torch.optim.Adam(trainable(self.trunk, self.related), lr=lr, betas=betas,
+        return {"encoder": (torch.optim.Adam(trainable(self.trunk, self.related), lr=lr1, betas=betas,
                                              weight_decay=cfg.weight_decay), None)}
     encoders = trainable(self.unrelated) + (trainable(self.trunk, self.related) if stage.name == "stage3" else [])
     gen = torch.optim.Adam([{"params": encoders, "weight_decay": cfg.weight_decay},
@@ -577,10 +584,15 @@ def accuracy(self: ISGAN, out: dict, batch: dict) -> Tensor:
 @patch
 def training_step(self: ISGAN, batch: dict, ctx: StepContext) -> dict[str, float]:
     if ctx.stage.name != "stage1": return self.gan_step(batch, ctx)
+    cfg = self.config
     with ctx.autocast(): out = self.related(self.trunk(batch["image"]))
-    loss = identification_loss(out["logits"], batch["pid"], self.config.label_smoothing)
-    ctx.step("encoder", self.config.lambda_r * loss, loss_name="L_R")
-    return {"L_R": loss.item(), "acc": self.accuracy(out, batch).item()}
+    loss = identification_loss(out["logits"], batch["pid"], cfg.label_smoothing)
+    logged = {"L_R": loss.item()}
+    if cfg.triplet_weight > 0:
+        triplet = batch_hard_triplet(out["features"].flatten(1).float(), batch["pid"])
+        loss, logged["L_T"] = loss + cfg.triplet_weight * triplet, triplet.item()
+    ctx.step("encoder", cfg.lambda_r * loss, loss_name="L_R")
+    return logged | {"acc": self.accuracy(out, batch).item()}
 
 # %% ../../nbs/44_methods.isgan.ipynb #c1d2e30a
 @patch
