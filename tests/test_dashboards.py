@@ -176,7 +176,7 @@ def test_swap_shows_generated_and_ground_truth(toy, bank):
     np.testing.assert_array_equal(png_array(dash.generated_image.value), expect)
     np.testing.assert_array_equal(png_array(dash.truth_image.value), np.asarray(bank.swap_truth(a, b)))
     np.testing.assert_array_equal(png_array(dash.appearance_image.value), np.asarray(bank.pil(a)))
-    assert "SSIM" in dash.scores.value
+    assert "SSIM" in dash.scores.value and "a's appearance changes the person by" in dash.scores.value
     before = dash.generated_image.value
     dash.structure_picker.buttons[5].click()
     b2 = dash.structure_picker.value

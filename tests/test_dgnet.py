@@ -37,9 +37,11 @@ def test_config_presets_validation_and_loader_config():
     teacher = paper.teacher_config()
     assert (teacher.head, teacher.triplet_weight, teacher.label_smoothing, teacher.depth, teacher.size) == ("ide", 0, 0, 50, (256, 128))
     tiny = DGNetConfig.tiny()
-    assert (tiny.depth, tiny.pretrained, tiny.size, tiny.teacher_mode) == (18, False, (128, 64), "none")
+    assert (tiny.depth, tiny.pretrained, tiny.size, tiny.appearance_cut, tiny.teacher_mode) == (18, False, (64, 32), "layer3", "none")
+    assert (paper.appearance_cut, paper.r1_reduction, paper.prim_fine_on_detached, paper.appearance_stats_from_real,
+            paper.structure_jitter) == ("layer4", "sum", True, True, 0.0)
     assert tiny.replace(teacher_run="runs/baseline").teacher_mode == "run"
-    assert (tiny.teacher_config().depth, tiny.teacher_config().size) == (18, (128, 64))
+    assert (tiny.teacher_config().depth, tiny.teacher_config().size) == (18, (64, 32))
     assert DGNetConfig.tiny(teacher_epochs=0).teacher_mode == "none"
     assert DGNetConfig.from_json(tiny.to_json()) == tiny
     assert DGNetConfig.tiny(teacher_overrides={"milestones": (3,)}).teacher_overrides == {"milestones": [3]}  # JSON-stable
@@ -49,7 +51,8 @@ def test_config_presets_validation_and_loader_config():
     for bad, msg in [(dict(size=(250, 128)), "multiples of 4"), (dict(depth=101), "depth=101"),
                      (dict(gan_loss="wgan"), "gan_loss='wgan'"), (dict(batch_size=1), "batch_size=1"),
                      (dict(img_weight=-1), "img_weight=-1"), (dict(teacher_overrides={"head": "x"}), "teacher_overrides"),
-                     (dict(size=(64, 32), dis_layers=4), "dis_layers=4")]:
+                     (dict(size=(64, 32), dis_layers=4), "dis_layers=4"), (dict(appearance_cut="layer2"), "appearance_cut"),
+                     (dict(r1_reduction="max"), "r1_reduction"), (dict(structure_jitter=1.5), "structure_jitter")]:
         with pytest.raises(ValueError, match=msg): DGNetConfig(**bad)
     assert (method_info("dgnet").config, method_info("dgnet").model) == (DGNetConfig, DGNet)
 
@@ -70,10 +73,11 @@ def test_primary_feature_weights_schedule():
 
 def test_module_shapes_and_ranges():
     torch.manual_seed(0)
-    model = DGNet(DGNetConfig.tiny(), num_classes=5).eval()
+    model = DGNet(DGNetConfig.tiny(size=(128, 64), appearance_cut="layer4"), num_classes=5).eval()
     x = torch.randn(2, 3, 128, 64)
     out = model.appearance_encoder(x)
     assert out["code"].shape == (2, 512, 4, 1)              # ResNet-18: 512 x 4 x 1
+    assert DGNet(DGNetConfig.tiny(), num_classes=5).appearance_encoder.code(torch.randn(2, 3, 64, 32)).shape == (2, 256, 4, 1)
     assert out["prim"].shape == out["fine"].shape == (2, 256) and out["prim_logits"].shape == (2, 5)
     s = model.structure_encoder(x)
     assert s.shape == (2, model.config.structure_channels, 32, 16)   # C x H/4 x W/4
@@ -218,7 +222,7 @@ def test_dgnet_specifics_of_the_protocol():
     x = torch.randn(3, 3, H, W)
     codes = model.encode(x)
     assert model.training  # encode used eval mode and gave the mode back
-    assert codes.appearance.shape == (3, 4, 512) and codes.structure.shape == (3, model.config.structure_channels, H // 4, W // 4)
+    assert codes.appearance.shape == (3, 4, 256) and codes.structure.shape == (3, model.config.structure_channels, H // 4, W // 4)
     with torch.no_grad():
         # stripe k of the appearance code is row k of E_a's 4 x 1 max-pooled map
         assert torch.equal(codes.appearance, model.eval().appearance_encoder.code(x).squeeze(-1).transpose(1, 2))
@@ -226,7 +230,7 @@ def test_dgnet_specifics_of_the_protocol():
         for which in ("appearance", "structure"):                          # both codes change the image
             half = model.decode(interpolate(codes[0], codes[1], 0.5, which))
             assert not torch.allclose(half, model.decode(codes[0]))
-    with pytest.raises(ValueError, match=r"\(B, 4, 512\)"): model.decode(Codes(torch.zeros(1, 2, 512), codes.structure[:1]))
+    with pytest.raises(ValueError, match=r"\(B, 4, 256\)"): model.decode(Codes(torch.zeros(1, 2, 256), codes.structure[:1]))
     f = model.embed(x)
     assert f.shape == (3, 128)
     with torch.no_grad():   # [f_prim, 0.5 f_fine] with each part unit-length: the f_fine part has norm 0.5 / sqrt(1.25)

@@ -162,11 +162,11 @@ def paper(cls: DGNetConfig, **overrides) -> DGNetConfig:
 
 @patch(cls_method=True)
 def tiny(cls: DGNetConfig, **overrides) -> DGNetConfig:
-    "ResNet-18 at 128x64 from random weights, small generator, short schedule: minutes on a CPU with SynthReID."
-    return cls(**(dict(depth=18, pretrained=False, size=(128, 64), feature_dim=256, structure_channels=32,
-                       structure_res_blocks=2, decoder_res_blocks=2, mlp_hidden=128, dis_dim=16, dis_layers=3,
-                       batch_size=8, lr_appearance=0.01, head_lr_mult=1.0, lr_generator=5e-4, epochs=8,
-                       milestones=(6,), warmup_iters=300, ramp_iters=100, teacher_epochs=0,
+    "ResNet-18 (to layer3) at 64x32 from random weights, small generator, short schedule: minutes on a CPU with SynthReID."
+    return cls(**(dict(depth=18, pretrained=False, size=(64, 32), appearance_cut="layer3", feature_dim=256,
+                       structure_channels=32, structure_res_blocks=2, decoder_res_blocks=2, mlp_hidden=128, dis_dim=16,
+                       dis_layers=3, batch_size=8, lr_appearance=0.01, head_lr_mult=1.0, lr_generator=1e-3,
+                       epochs=10, milestones=(8,), warmup_iters=300, ramp_iters=100, teacher_epochs=0,
                        teacher_overrides=dict(P=8, K=4, lr=1e-3, warmup_epochs=1, milestones=[])) | overrides))
 
 # %% ../../nbs/43_methods.dgnet.ipynb #7db4a826
@@ -523,7 +523,7 @@ def sample_images(self: DGNet, batch) -> Tensor | None:
 
 register_method(MethodInfo("dgnet", DGNetConfig, DGNet, summary="appearance / structure codes, AdaIN decoder, teacher",
                            structure_kind="tensor", num_parts=APPEARANCE_STRIPES, swap_body="a",
-                           quickstart=dict(epochs=8), quickstart_order=20, references={"teacher_run": "baseline"},
+                           quickstart={}, quickstart_order=20, references={"teacher_run": "baseline"},
                            smoke=dict(size=(64, 32), structure_channels=16, structure_res_blocks=1, mlp_hidden=32,
                                       dis_dim=8, dis_layers=2, feature_dim=64, teacher_epochs=0, teacher_overrides={},
                                       epochs=2, warmup_iters=1, ramp_iters=1, batch_size=4)))
