@@ -25,22 +25,25 @@ COLUMNS = ["recon_ssim", "swap_l1", "swap_l1_ref_a", "swap_l1_ref_b", "swap_ssim
 
 
 def curve_png(table: pd.DataFrame, path, title: str) -> Path:
-    "Four panels against training minutes: reconstruction SSIM, whole-image and person L1 (beside both references), the appearance effect."
+    """Four panels against training minutes (one line per `variant` when the table has that column): reconstruction
+    SSIM, whole-image and person L1 beside both references, the appearance effect and gain."""
     import matplotlib
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3), dpi=100)
-    x = table["train_min"]
-    axes[0].plot(x, table["recon_ssim"], "o-"); axes[0].axhline(0.75, ls=":", c="gray"); axes[0].set_title("recon SSIM (goal 0.75)")
-    for ax, region, name in ((axes[1], "", "whole image"), (axes[2], "_person", "person region")):
-        ax.plot(x, table[f"swap_l1{region}"], "o-", label="swap")
-        ax.plot(x, table[f"swap_l1{region}_ref_a"], "--", label='"return a"')
-        ax.plot(x, table[f"swap_l1{region}_ref_b"], "--", label='"return b"')
-        ax.set_title(f"swap L1, {name} (lower is better)"); ax.legend(fontsize=7)
-    axes[3].plot(x, table["appearance_effect"], "o-", label="effect")
-    axes[3].plot(x, table["appearance_gain"], "o-", label="gain toward truth")
-    axes[3].axhline(0.05, ls=":", c="gray"); axes[3].set_title("appearance code (goal effect > 0.05)"); axes[3].legend(fontsize=7)
-    for ax in axes: ax.set_xlabel("training minutes"); ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2), dpi=100)
+    groups = list(table.groupby("variant", sort=False)) if "variant" in table else [("", table)]
+    for k, (variant, t) in enumerate(groups):
+        style, label = ("o-", "o--")[k % 2], f" {variant}" if variant else ""
+        axes[0].plot(t["train_min"], t["recon_ssim"], style, label=label.strip() or None)
+        for ax, region in ((axes[1], ""), (axes[2], "_person")): ax.plot(t["train_min"], t[f"swap_l1{region}"], style, label=f"swap{label}")
+        axes[3].plot(t["train_min"], t["appearance_effect"], style, label=f"effect{label}")
+        axes[3].plot(t["train_min"], t["appearance_gain"], style, label=f"gain{label}")
+    for ax, region in ((axes[1], ""), (axes[2], "_person")):
+        ax.axhline(table[f"swap_l1{region}_ref_a"].iloc[0], ls=":", c="tab:red", label='"return a"')
+        ax.axhline(table[f"swap_l1{region}_ref_b"].iloc[0], ls=":", c="tab:green", label='"return b"')
+    axes[0].axhline(0.75, ls=":", c="gray"); axes[3].axhline(0.05, ls=":", c="gray")
+    for ax, name in zip(axes, ("recon SSIM (goal 0.75)", "swap L1, whole image", "swap L1, person", "appearance effect / gain")):
+        ax.set_title(name, fontsize=9); ax.set_xlabel("training minutes"); ax.grid(alpha=0.3); ax.legend(fontsize=6)
     fig.suptitle(title, fontsize=10); fig.tight_layout()
     fig.savefig(path); plt.close(fig)
     return Path(path)
