@@ -36,8 +36,7 @@ def trainable(*modules: nn.Module) -> list[nn.Parameter]:
 def running_stats_frozen(module: nn.Module, frozen: bool = True):
     """Batch norms of `module` normalise with the batch's statistics (train mode) but leave their running statistics
     alone for the block (a pass on generated images must not shift what the model uses at test time)."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not frozen: norms = []
+    norms = [m for m in module.modules() if frozen and isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     for m in norms: m.track_running_stats = False
     try: yield module
     finally:
