@@ -293,6 +293,7 @@ class Trainer:
         self.stage_index, self.epoch, self.global_step = 0, 0, 0
         self.metrics_history: list[dict] = []
         self._rows: list[dict] = []
+        self._clock: tuple[float | None, float] = (None, 0.0)  # (perf_counter at this fit's start, seconds before it)
         self._window: dict[str, list[float]] = {}
         self._frozen: list[nn.Module] = []
         self._frozen_flags: list[tuple[nn.Parameter, bool]] = []
@@ -343,10 +344,16 @@ def loss_log(self: Trainer) -> pd.DataFrame:
     return pd.DataFrame(self._rows)
 
 # %% ../nbs/30_training.ipynb #8784edb5
+@patch(as_prop=True)
+def train_seconds(self: Trainer) -> float:
+    "Seconds spent training this run so far: this fit's and, for a resumed run, those of its loss log."
+    start, before = self._clock
+    return before + (0.0 if start is None else time.perf_counter() - start)
+
 @patch
 def _flush_window(self: Trainer, stage: Stage, epoch: int) -> None:
     if not self._window: return
-    row = {"stage": stage.name, "epoch": epoch, "step": self.global_step}
+    row = {"stage": stage.name, "epoch": epoch, "step": self.global_step, "seconds": round(self.train_seconds, 2)}
     row.update({k: float(np.mean(v)) for k, v in self._window.items()})
     row.update({f"lr_{n}": float(o.param_groups[0]["lr"]) for n, o in self.optimizers.items()})
     self._rows.append(row)
@@ -881,6 +888,7 @@ def _fit(self: Trainer, resume) -> pd.DataFrame:
             else: self._continue_from(state)
             if self.world_size > 1:
                 with torch.no_grad(): self._broadcast(self.method.state_dict().values())
+            self._clock = (time.perf_counter(), float(self._rows[-1].get("seconds", 0.0)) if self._rows else 0.0)
             self._run(state)
         except BaseException as e:
             if not isinstance(e, TrainingDiverged):

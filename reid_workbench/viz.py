@@ -66,7 +66,7 @@ def ranked_lists_figure(rows: list[Image.Image]) -> Image.Image:
     return out
 
 # %% ../nbs/51_viz.ipynb #661a732c
-_LOG_COLUMNS = {"stage", "epoch", "step", "time"}
+_LOG_COLUMNS = {"stage", "epoch", "step", "seconds"}
 
 def loss_columns(log: pd.DataFrame) -> list[str]:
     "The loss columns of a loss log (numeric; not bookkeeping, learning rates `lr*` or accuracies `acc*`)."

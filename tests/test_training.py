@@ -50,6 +50,11 @@ def assert_same_weights(a: dict, b: dict):
     assert a.keys() == b.keys()
     for k in a: assert torch.equal(a[k], b[k]), f"{k} differs"
 
+def assert_same_log(a: pd.DataFrame, b: pd.DataFrame):
+    "Two loss logs equal in everything but the wall-clock `seconds`, which must be there and never decrease."
+    for log in (a, b): assert "seconds" in log and log["seconds"].is_monotonic_increasing, log
+    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
+
 
 def test_config_and_stage_validation():
     with pytest.raises(ValueError, match="amp must be"): TrainerConfig(amp="on")
@@ -94,9 +99,8 @@ def test_crashed_run_resumes_bitwise(tmp_path, crash_at_step):
     for name, opt in straight.optimizers.items():  # optimizer states too (joint's Adam / SGD momentum)
         for p, q in zip(opt.param_groups[0]["params"], resumed.optimizers[name].param_groups[0]["params"]):
             for key, value in opt.state[p].items(): assert torch.equal(value, resumed.optimizers[name].state[q][key])
-    pd.testing.assert_frame_equal(resumed_log, straight_log)
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "crashed" / "losses.csv"),
-                                  pd.read_csv(tmp_path / "straight" / "losses.csv"))
+    assert_same_log(resumed_log, straight_log)
+    assert_same_log(pd.read_csv(tmp_path / "crashed" / "losses.csv"), pd.read_csv(tmp_path / "straight" / "losses.csv"))
     assert "resume from" in (tmp_path / "crashed" / "train.log").read_text()
 
 
@@ -132,7 +136,7 @@ def test_nan_guard_keeps_last_good_checkpoint_and_log(tmp_path):
     clean, clean_log = train(tmp_path / "clean", epochs=(2, 1, 0))
     fixed, fixed_log = train(tmp_path / "run", resume=True, epochs=(2, 1, 0))
     assert_same_weights(fixed.method.state_dict(), clean.method.state_dict())
-    pd.testing.assert_frame_equal(fixed_log, clean_log)
+    assert_same_log(fixed_log, clean_log)
 
 
 def test_nan_guard_names_the_optimizer_loss_and_nan_weights(tmp_path):
@@ -256,7 +260,7 @@ def test_determinism(tmp_path):
     a, log_a = train(tmp_path / "a")
     b, log_b = train(tmp_path / "b")
     assert_same_weights(a.method.state_dict(), b.method.state_dict())
-    pd.testing.assert_frame_equal(log_a, log_b)
+    assert_same_log(log_a, log_b)
     c, _ = train(tmp_path / "c", seed=1)
     assert not torch.equal(a.method.state_dict()["encoder.1.weight"], c.method.state_dict()["encoder.1.weight"])
 
@@ -270,7 +274,7 @@ def test_eval_samples_and_files(tmp_path):
     plain, plain_log = train(tmp_path / "plain")
     trainer, log = train(tmp_path / "run", eval_fn=eval_fn, trainer_options={"eval_every_epochs": 1})
     assert_same_weights(trainer.method.state_dict(), plain.method.state_dict())
-    pd.testing.assert_frame_equal(log, plain_log)
+    assert_same_log(log, plain_log)
     assert calls == [False] * 4  # once per epoch, in eval mode; not again at the end
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert len(metrics["history"]) == 4 and metrics["latest"]["rank1"] == pytest.approx(0.54)
@@ -325,7 +329,7 @@ def test_dataset_path_uses_the_stage_sampler_and_resumes_exactly(tmp_path):
     with pytest.raises(RuntimeError, match="simulated crash"): run("crashed", epochs=(1, 2, 0), crash_at_step=12)
     resumed, resumed_log = run("crashed", resume=True, epochs=(1, 2, 0))
     assert_same_weights(resumed.method.state_dict(), straight.method.state_dict())
-    pd.testing.assert_frame_equal(resumed_log, log)
+    assert_same_log(resumed_log, log)
     bad = Trainer(toy.build_method(), dataset, tmp_path / "bad", TrainerConfig(progress=False),
                   loader_config=loader_config)
     bad.stages[1] = Stage("gan", 1, transform={"no_such_field": 1})
