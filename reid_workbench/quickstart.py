@@ -119,6 +119,12 @@ def _closing_message(out: Path, report: Path) -> str:
             f"      open the dashboards:       reid-workbench app {runs / generative}   (then http://127.0.0.1:8866)\n"
             f"      explore in JupyterLab:     jupyter lab nbs/   (the method and dashboard notebooks)")
 
+# %% ../nbs/61_quickstart.ipynb #6d9f3ac7
+def _train_seconds(loss_log: pd.DataFrame, elapsed: float) -> float:
+    "The run's training time from its loss log (a finished run resumed as a no-op still reports its real time)."
+    seconds = loss_log["seconds"].max() if "seconds" in loss_log else None
+    return round(float(elapsed if pd.isna(seconds) else seconds), 1)
+
 # %% ../nbs/61_quickstart.ipynb #6d9f3ac1
 def quickstart(out="quickstart", methods: list | dict | None = None, synth: SynthConfig | None = None,
                device: str = "auto", progress: bool = True, num_pairs: int = 48, log=print) -> pd.DataFrame:
@@ -136,11 +142,13 @@ def quickstart(out="quickstart", methods: list | dict | None = None, synth: Synt
         t0 = time.perf_counter()
         loss_log = train_run(name, root, runs / name, preset="tiny", device=device, progress=progress,
                              config_overrides=_fill_references(name, overrides, runs), verify_images=False)
-        timings[f"train_{name}_s"] = round(time.perf_counter() - t0, 1)
+        timings[f"train_{name}_s"] = _train_seconds(loss_log, time.perf_counter() - t0)
         log(f"[3/5] evaluating {name}" + (" and its disentanglement against SynthReID's ground truth"
                                           if method_info(name).disentangler else ""))
         reid_run = runs / "baseline" if (runs / "baseline" / "checkpoints" / "last.pt").is_file() else None
+        t0 = time.perf_counter()
         row, codes_row, details = _report_method(name, runs / name, root, report, loss_log, reid_run, device, num_pairs)
+        timings[f"report_{name}_s"] = round(time.perf_counter() - t0, 1)
         rows.append({**row, "train_seconds": timings[f"train_{name}_s"]})
         if codes_row: codes_rows.append(codes_row)
     timings["total_s"] = round(time.perf_counter() - start, 1)

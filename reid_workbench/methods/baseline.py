@@ -171,6 +171,6 @@ def training_step(self: Baseline, batch: dict, ctx: StepContext) -> dict[str, fl
     return {"loss": losses.pop("total").item(), **{k: v.item() for k, v in losses.items()}, "acc": accuracy.item()}
 
 register_method(MethodInfo("baseline", BaselineConfig, Baseline, summary="ResNet + IDE/BNNeck heads, LSR CE + batch-hard triplet",
-                           presets=("paper", "tiny", "teacher"), quickstart=dict(epochs=24, milestones=(18,)),
+                           presets=("paper", "tiny", "teacher"), quickstart=dict(last_stride=2, epochs=12, milestones=(9,)),
                            quickstart_order=10,
                            smoke=dict(size=(64, 32), epochs=2, warmup_epochs=0, milestones=(), P=2, K=2)))
