@@ -73,6 +73,7 @@ class _FDGANObjective(_FDGANNetworks):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.sigma_range is not None: self.sigma_range = tuple(self.sigma_range)   # JSON gives a list
         check_nonnegative(self, "lambda_id", "lambda_pd", "lambda_r", "lambda_sp")
         for name in ("real_label_range", "fake_label_range"):
             low, high = getattr(self, name)
