@@ -4,7 +4,7 @@
 
 # %% ../nbs/36_codes_metrics.ipynb #1f48339f
 from __future__ import annotations
-import io, json, time
+import inspect, io, json, time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +19,9 @@ from PIL import Image
 from .codes import swap
 from .core import (IMAGE_RANGES, IMAGENET_MEAN, atomic_write_bytes, atomic_write_text, check_image_range,
                                  convert_range, get_device)
+from .data.datasets import load_dataset
 from .data.loaders import load_image
+from .data.pose import resize_pose
 from .data.synth import (SPLIT_FOLDERS, encode_jpeg, factors_to_identity_nuisance, load_factors, render, render_layers,
                                        synthreid_info)
 from .metrics import compute_distance_matrix, extract_features
@@ -34,9 +36,10 @@ __all__ = ['INCEPTION_WEIGHTS_FILE', 'GT_BODIES', 'SWAP_FIGURE_COLUMNS', 'to_uni
            'l1_error', 'frechet_distance_from_stats', 'frechet_distance', 'model_input_size', 'reid_feature_extractor',
            'find_inception_weights', 'inception_feature_extractor', 'resolve_extractor', 'fid', 'swap_candidates',
            'sample_swap_pairs', 'swap_ground_truth', 'mask_to_size', 'EvalImages', 'load_test_images', 'SwapSet',
-           'load_swap_set', 'generate_swaps', 'reconstruct', 'region_l1', 'region_ssim', 'mask_ssim', 'swap_fidelity',
-           'appearance_effect', 'reconstruction_scores', 'intra_identity_ssim', 'ssim_diversity', 'diversity_plan',
-           'identity_retention', 'swap_figure', 'save_swap_figure', 'evaluate_disentanglement', 'eval_codes']
+           'load_swap_set', 'takes_keypoints', 'encode_images', 'generate_swaps', 'reconstruct', 'region_l1',
+           'region_ssim', 'mask_ssim', 'swap_fidelity', 'appearance_effect', 'reconstruction_scores',
+           'intra_identity_ssim', 'ssim_diversity', 'diversity_plan', 'identity_retention', 'swap_figure',
+           'save_swap_figure', 'evaluate_disentanglement', 'eval_codes']
 
 # %% ../nbs/36_codes_metrics.ipynb #e21f7a6f
 def to_unit(images: Tensor, normalization: str = "imagenet") -> Tensor:
@@ -307,10 +310,11 @@ def _check_synthreid(data_root) -> tuple[Path, dict]:
 # %% ../nbs/36_codes_metrics.ipynb #250d80a0
 @dataclass
 class EvalImages:
-    "The test identities' images of a SynthReID dataset: names, pids, uint8 (N, 3, H, W) images."
+    "The test identities' images of a SynthReID dataset: names, pids, uint8 (N, 3, H, W) images and their poses."
     names: list[str]
     pids: list[int]
     images: Tensor
+    keypoints: Tensor | None = None   # (N, 18, 3) (x, y, visibility) in the images' pixels, for pose methods
     def index(self, names: Sequence[str]) -> list[int]:
         where = {n: i for i, n in enumerate(self.names)}
         return [where[n] for n in names]
@@ -321,8 +325,20 @@ def load_test_images(data_root, size=None, factors=None) -> EvalImages:
     root, _ = _check_synthreid(data_root)
     factors = load_factors(root) if factors is None else factors
     rows = swap_candidates(factors)
-    images = [_to_size(load_image(root / SPLIT_FOLDERS[r.split] / r.name), size) for r in rows.itertuples()]
-    return EvalImages(rows["name"].tolist(), [int(p) for p in rows["pid"]], torch.stack(images))
+    paths = [root / SPLIT_FOLDERS[r.split] / r.name for r in rows.itertuples()]
+    images = torch.stack([_to_size(load_image(path), size) for path in paths])
+    return EvalImages(rows["name"].tolist(), [int(p) for p in rows["pid"]], images,
+                      _test_keypoints(root, paths, tuple(images.shape[-2:])))
+
+def _test_keypoints(root: Path, paths: list[Path], size) -> Tensor:
+    "The SynthReID keypoints (N, 18, 3) of `paths`, rescaled from the stored image size to `size`."
+    stored, poses = load_dataset(root), []
+    native = tuple(synthreid_info(root)["args"]["size"])
+    for path in paths:
+        pose = stored.keypoints.get(str(path)) if stored.keypoints else None
+        if pose is None: raise ValueError(f"{path}: SynthReID has no keypoints row for this image")
+        poses.append(torch.as_tensor(resize_pose(pose, native, size), dtype=torch.float32))
+    return torch.stack(poses)
 
 # %% ../nbs/36_codes_metrics.ipynb #4e2bc7c6
 @dataclass
@@ -337,6 +353,8 @@ class SwapSet:
     gt: Tensor
     body: str = "a"
     mask: Tensor | None = None        # (N, 1, H, W) bool: where the person is in the ground truth
+    keypoints_a: Tensor | None = None # (N, 18, 3) poses of a and b in the images' pixels
+    keypoints_b: Tensor | None = None
     def __len__(self): return len(self.names_a)
 
 # %% ../nbs/36_codes_metrics.ipynb #961ec5ab
@@ -356,8 +374,9 @@ def load_swap_set(data_root, num_pairs: int = 64, seed: int = 0, size=None, body
     truths = [swap_ground_truth(factors, na, nb, native, ss, body, q, with_mask=True) for na, nb in pairs]
     gt = torch.stack([_to_size(image, size) for image, _ in truths])
     mask = torch.stack([mask_to_size(m, size) for _, m in truths])
+    poses = (None, None) if test.keypoints is None else (test.keypoints[ia], test.keypoints[ib])
     return SwapSet(names_a, names_b, [test.pids[i] for i in ia], [test.pids[i] for i in ib],
-                   test.images[ia], test.images[ib], gt, body, mask)
+                   test.images[ia], test.images[ib], gt, body, mask, *poses)
 
 # %% ../nbs/36_codes_metrics.ipynb #0a9cfad6
 @contextmanager
@@ -376,29 +395,45 @@ def _check_decoded(model, out, inputs):
         raise ValueError(f"{type(model).__name__}.decode returned {shape} for inputs of shape {tuple(inputs.shape)}; "
                          f"the metrics need images of the input's shape")
 
+# %% ../nbs/36_codes_metrics.ipynb #7e1d2c02
+def takes_keypoints(model) -> bool:
+    "Whether `model.encode` takes the images' `keypoints` (a pose method that does not estimate them itself)."
+    try: return "keypoints" in inspect.signature(model.encode).parameters
+    except (TypeError, ValueError): return False
+
+def encode_images(model, images: Tensor, keypoints: Tensor | None = None):
+    "`model.encode(images)`, with the images' `keypoints` when there are some and the method's encode takes them."
+    if keypoints is None or not takes_keypoints(model): return model.encode(images)
+    return model.encode(images, keypoints.to(images.device))
+
+def _chunk(keypoints: Tensor | None, s: int, batch_size: int) -> Tensor | None:
+    return None if keypoints is None else keypoints[s:s + batch_size]
+
 # %% ../nbs/36_codes_metrics.ipynb #cdc8e017
 def generate_swaps(model, images_a: Tensor, images_b: Tensor, normalization: str = "imagenet", batch_size: int = 32,
-                   device="cpu") -> Tensor:
-    "decode(swap(encode(a), encode(b))) of [0, 1] or uint8 images, returned in [0, 1] on the CPU."
+                   device="cpu", keypoints_a: Tensor | None = None, keypoints_b: Tensor | None = None) -> Tensor:
+    "decode(swap(encode(a), encode(b))) of [0, 1] or uint8 images (and their poses), returned in [0, 1] on the CPU."
     if len(images_a) != len(images_b): raise ValueError(f"{len(images_a)} images a but {len(images_b)} images b")
     out = []
     with _inference(model):
         for s in range(0, len(images_a), batch_size):
             a = from_unit(images_a[s:s + batch_size], normalization).to(device)
             b = from_unit(images_b[s:s + batch_size], normalization).to(device)
-            y = model.decode(swap(model.encode(a), model.encode(b)))
+            y = model.decode(swap(encode_images(model, a, _chunk(keypoints_a, s, batch_size)),
+                                  encode_images(model, b, _chunk(keypoints_b, s, batch_size))))
             _check_decoded(model, y, a)
             out.append(to_unit(y.float(), normalization).cpu())
     return torch.cat(out)
 
 # %% ../nbs/36_codes_metrics.ipynb #bb35b74e
-def reconstruct(model, images: Tensor, normalization: str = "imagenet", batch_size: int = 32, device="cpu") -> Tensor:
-    "decode(encode(x)) of [0, 1] or uint8 images, returned in [0, 1] on the CPU."
+def reconstruct(model, images: Tensor, normalization: str = "imagenet", batch_size: int = 32, device="cpu",
+                keypoints: Tensor | None = None) -> Tensor:
+    "decode(encode(x)) of [0, 1] or uint8 images (and their poses), returned in [0, 1] on the CPU."
     out = []
     with _inference(model):
         for s in range(0, len(images), batch_size):
             x = from_unit(images[s:s + batch_size], normalization).to(device)
-            y = model.decode(model.encode(x))
+            y = model.decode(encode_images(model, x, _chunk(keypoints, s, batch_size)))
             _check_decoded(model, y, x)
             out.append(to_unit(y.float(), normalization).cpu())
     return torch.cat(out)
@@ -536,18 +571,21 @@ def _swap_scores(model, pairs, run: dict) -> tuple[dict, Tensor, Tensor, Tensor]
     "Swap fidelity and reconstruction scores, with the swaps and the two references (in [0, 1])."
     # the references pass through the model's range like its outputs (a float round trip)
     real_a, real_b = (to_unit(from_unit(x, run["normalization"]), run["normalization"]) for x in (pairs.a, pairs.b))
-    swapped = generate_swaps(model, pairs.a, pairs.b, **run)
+    swapped = generate_swaps(model, pairs.a, pairs.b, **run, keypoints_a=pairs.keypoints_a, keypoints_b=pairs.keypoints_b)
     out = swap_fidelity(swapped, pairs.gt, real_a, real_b, pairs.mask)
-    out |= reconstruction_scores(reconstruct(model, pairs.a, **run), real_a)
-    out |= appearance_effect(swapped, reconstruct(model, pairs.b, **run), pairs.gt, real_b, pairs.mask)
+    out |= reconstruction_scores(reconstruct(model, pairs.a, **run, keypoints=pairs.keypoints_a), real_a)
+    out |= appearance_effect(swapped, reconstruct(model, pairs.b, **run, keypoints=pairs.keypoints_b), pairs.gt, real_b,
+                             pairs.mask)
     return out, swapped, real_a, real_b
 
 # %% ../nbs/36_codes_metrics.ipynb #0cbf83f0
 def _diversity_scores(model, test, ids: int, k: int, seed: int, run: dict) -> dict:
     "Intra-identity SSIM of generated images (one appearance, k structures) against real ones."
     plan = diversity_plan(test.pids, ids, k, seed)
-    app = [p["real"][0] for p in plan for _ in p["structure"]]
-    generated = generate_swaps(model, test.images[app], test.images[[i for p in plan for i in p["structure"]]], **run)
+    app, structure = [p["real"][0] for p in plan for _ in p["structure"]], [i for p in plan for i in p["structure"]]
+    poses = (None, None) if test.keypoints is None else (test.keypoints[app], test.keypoints[structure])
+    generated = generate_swaps(model, test.images[app], test.images[structure], **run, keypoints_a=poses[0],
+                               keypoints_b=poses[1])
     out = dict(intra_ssim_generated=intra_identity_ssim(list(generated.split([len(p["structure"]) for p in plan]))),
                intra_ssim_real=intra_identity_ssim([test.images[p["real"]] for p in plan]))
     return out | dict(diversity_generated=1.0 - out["intra_ssim_generated"],

@@ -6,6 +6,7 @@ import torch
 
 import toy_methods  # noqa: F401  (registers toy_stripes and toy_keypoints)
 from reid_workbench.codes import Codes, interpolate, is_disentangler, shuffle_parts, swap
+from reid_workbench.codes_metrics import encode_images, evaluate_disentanglement
 from reid_workbench.core import IMAGE_RANGES, convert_range, load_checkpoint, seed_everything
 from reid_workbench.data.datasets import load_dataset
 from reid_workbench.data.synth import SynthConfig, write_synthreid
@@ -147,3 +148,14 @@ def test_crashed_run_resumes_exactly_and_loads_back(name, synth, tmp_path):
     with torch.no_grad(): assert torch.equal(loaded.embed(images), straight.method.eval().embed(images))
     samples = straight.method.sample_images(next(iter(straight._loader(straight.stages[-1], 0))))
     assert samples is None or (samples.dim() == 4 and samples.shape[1] == 3)
+
+
+@pytest.mark.parametrize("name", DISENTANGLERS)
+def test_disentanglement_metrics_hand_pose_methods_the_datasets_keypoints(name, synth):
+    "evaluate_disentanglement runs every Disentangler (one whose encode takes keypoints gets SynthReID's: encode_images)."
+    model = build(name, synth.num_train_pids)
+    out = evaluate_disentanglement(model, synth.root, num_pairs=4, diversity_ids=2, diversity_k=2)
+    assert out["num_pairs"] == 4 and 0 <= out["recon_ssim"] <= 1 and out["swap_l1"] >= 0
+    if method_info(name).structure_kind == "keypoints":
+        with pytest.raises(ValueError, match="needs the images' keypoints"):
+            encode_images(model, inputs(model)["images"])

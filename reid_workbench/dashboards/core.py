@@ -19,11 +19,11 @@ import ipywidgets as W
 from fastcore.basics import patch
 
 from ..codes import Codes, equal_stripes, is_disentangler, missing_protocol
-from ..codes_metrics import mask_to_size, swap_ground_truth
+from ..codes_metrics import encode_images, mask_to_size, swap_ground_truth
 from ..core import convert_range
 from ..data.datasets import ReIDDataset, load_dataset
 from ..data.loaders import load_image
-from ..data.pose import draw_skeleton
+from ..data.pose import draw_skeleton, resize_pose
 from ..data.synth import load_factors, synthreid_info
 from ..registry import info_of, load_trained
 from ..training import run_data_root
@@ -104,7 +104,7 @@ class ImageBank:
     "Images the dashboards pick from: model-range tensors (N, 3, H, W), names, identities, cameras; SynthReID factors."
     def __init__(self, images: Tensor, names: Sequence[str], pids: Sequence[int], camids: Sequence[int],
                  normalization: str = "imagenet", factors: pd.DataFrame | None = None, synth_info: dict | None = None,
-                 paths: Sequence[str] | None = None):
+                 paths: Sequence[str] | None = None, keypoints: Tensor | None = None):
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"ImageBank: images must be (N, 3, H, W), got {tuple(images.shape)}")
         if not (len(images) == len(names) == len(pids) == len(camids)) or len(images) == 0:
@@ -114,6 +114,7 @@ class ImageBank:
         self.pids, self.camids = [int(p) for p in pids], [int(c) for c in camids]
         self.normalization, self.factors, self.synth_info = normalization, factors, synth_info
         self.paths = list(paths) if paths is not None else None
+        self.keypoints = keypoints   # (N, 18, 3) in the images' pixels when the dataset has poses (pose methods need them)
         self._pil: dict[int, Image.Image] = {}
 
     def __len__(self) -> int: return len(self.images)
@@ -156,7 +157,13 @@ def from_dataset(cls: ImageBank, data, size=None, normalization: str = "imagenet
     synth = ds.name == "synthreid"
     return cls(images, [os.path.basename(r.path) for r in chosen], [r.pid for r in chosen], [r.camid for r in chosen],
                normalization, load_factors(ds.root) if synth else None, synthreid_info(ds.root) if synth else None,
-               [r.path for r in chosen])
+               [r.path for r in chosen], _bank_keypoints(ds, chosen, (first.height, first.width), size))
+
+def _bank_keypoints(ds: ReIDDataset, records: list, stored_size, size) -> Tensor | None:
+    "The poses (N, 18, 3) of `records` rescaled to `size`, or None unless the dataset has one for every image."
+    poses = [ds.keypoints.get(r.path) for r in records] if ds.keypoints else [None]
+    if any(p is None for p in poses): return None
+    return torch.stack([torch.as_tensor(resize_pose(p, stored_size, size), dtype=torch.float32) for p in poses])
 
 # %% ../../nbs/52_dashboards.core.ipynb #3a9e80d2
 @patch
@@ -216,8 +223,9 @@ class CodeBank:
         self.model, self.bank, self.batch_size = model, bank, batch_size
         self.device, self.info = model_device(model, device), info_of(model)
         self.normalization = bank.normalization
+        poses = lambda s: None if bank.keypoints is None else bank.keypoints[s:s + batch_size]
         with torch.no_grad():
-            self.codes = Codes.cat([model.encode(bank.images[s:s + batch_size].to(self.device))
+            self.codes = Codes.cat([encode_images(model, bank.images[s:s + batch_size].to(self.device), poses(s))
                                     for s in range(0, len(bank), batch_size)])
         self.num_parts = self.codes.num_parts
         self.regions = self.info.regions() if self.info.num_parts == self.num_parts else equal_stripes(self.num_parts)
