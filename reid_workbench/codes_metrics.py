@@ -35,8 +35,8 @@ from torchvision.transforms import InterpolationMode
 __all__ = ['INCEPTION_WEIGHTS_FILE', 'GT_BODIES', 'SWAP_FIGURE_COLUMNS', 'to_unit', 'from_unit', 'gaussian_window', 'ssim',
            'l1_error', 'frechet_distance_from_stats', 'frechet_distance', 'model_input_size', 'reid_feature_extractor',
            'find_inception_weights', 'inception_feature_extractor', 'resolve_extractor', 'fid', 'swap_candidates',
-           'sample_swap_pairs', 'swap_ground_truth', 'mask_to_size', 'EvalImages', 'load_test_images', 'SwapSet',
-           'load_swap_set', 'takes_keypoints', 'encode_images', 'generate_swaps', 'reconstruct', 'region_l1',
+           'sample_swap_pairs', 'swap_ground_truth', 'mask_to_size', 'EvalImages', 'load_test_images', 'keypoints_at',
+           'SwapSet', 'load_swap_set', 'takes_keypoints', 'encode_images', 'generate_swaps', 'reconstruct', 'region_l1',
            'region_ssim', 'mask_ssim', 'swap_fidelity', 'appearance_effect', 'reconstruction_scores',
            'intra_identity_ssim', 'ssim_diversity', 'diversity_plan', 'identity_retention', 'swap_figure',
            'save_swap_figure', 'evaluate_disentanglement', 'eval_codes']
@@ -330,15 +330,17 @@ def load_test_images(data_root, size=None, factors=None) -> EvalImages:
     return EvalImages(rows["name"].tolist(), [int(p) for p in rows["pid"]], images,
                       _test_keypoints(root, paths, tuple(images.shape[-2:])))
 
+def keypoints_at(dataset, paths: Sequence, stored_size, size) -> Tensor | None:
+    "The poses (N, 18, 3) of the images at `paths` of `dataset`, rescaled to `size`; None unless each has one."
+    poses = [dataset.keypoints.get(str(p)) for p in paths] if dataset.keypoints else [None]
+    if any(p is None for p in poses): return None
+    return torch.stack([torch.as_tensor(resize_pose(p, stored_size, size), dtype=torch.float32) for p in poses])
+
 def _test_keypoints(root: Path, paths: list[Path], size) -> Tensor:
-    "The SynthReID keypoints (N, 18, 3) of `paths`, rescaled from the stored image size to `size`."
-    stored, poses = load_dataset(root), []
-    native = tuple(synthreid_info(root)["args"]["size"])
-    for path in paths:
-        pose = stored.keypoints.get(str(path)) if stored.keypoints else None
-        if pose is None: raise ValueError(f"{path}: SynthReID has no keypoints row for this image")
-        poses.append(torch.as_tensor(resize_pose(pose, native, size), dtype=torch.float32))
-    return torch.stack(poses)
+    "The SynthReID keypoints (N, 18, 3) of `paths` at `size` (SynthReID has a pose for every image)."
+    poses = keypoints_at(load_dataset(root), paths, tuple(synthreid_info(root)["args"]["size"]), size)
+    if poses is None: raise ValueError(f"{root}: SynthReID's keypoints files lack rows for some test images")
+    return poses
 
 # %% ../nbs/36_codes_metrics.ipynb #4e2bc7c6
 @dataclass

@@ -19,11 +19,11 @@ import ipywidgets as W
 from fastcore.basics import patch
 
 from ..codes import Codes, equal_stripes, is_disentangler, missing_protocol
-from ..codes_metrics import encode_images, mask_to_size, swap_ground_truth
+from ..codes_metrics import encode_images, keypoints_at, mask_to_size, swap_ground_truth
 from ..core import convert_range
 from ..data.datasets import ReIDDataset, load_dataset
 from ..data.loaders import load_image
-from ..data.pose import draw_skeleton, resize_pose
+from ..data.pose import draw_skeleton
 from ..data.synth import load_factors, synthreid_info
 from ..registry import info_of, load_trained
 from ..training import run_data_root
@@ -157,13 +157,7 @@ def from_dataset(cls: ImageBank, data, size=None, normalization: str = "imagenet
     synth = ds.name == "synthreid"
     return cls(images, [os.path.basename(r.path) for r in chosen], [r.pid for r in chosen], [r.camid for r in chosen],
                normalization, load_factors(ds.root) if synth else None, synthreid_info(ds.root) if synth else None,
-               [r.path for r in chosen], _bank_keypoints(ds, chosen, (first.height, first.width), size))
-
-def _bank_keypoints(ds: ReIDDataset, records: list, stored_size, size) -> Tensor | None:
-    "The poses (N, 18, 3) of `records` rescaled to `size`, or None unless the dataset has one for every image."
-    poses = [ds.keypoints.get(r.path) for r in records] if ds.keypoints else [None]
-    if any(p is None for p in poses): return None
-    return torch.stack([torch.as_tensor(resize_pose(p, stored_size, size), dtype=torch.float32) for p in poses])
+               [r.path for r in chosen], keypoints_at(ds, [r.path for r in chosen], (first.height, first.width), size))
 
 # %% ../../nbs/52_dashboards.core.ipynb #3a9e80d2
 @patch
