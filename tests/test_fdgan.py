@@ -12,7 +12,8 @@ from reid_workbench.methods.fdgan import (FDGAN, FDGANConfig, FDGANDiscriminator
                                           Judged, PoseDecoder, PoseEncoder, PoseGenerator, VerificationHead,
                                           reconstruction_loss, same_pose_loss, smoothed_d_loss, verification_loss)
 from reid_workbench.models.gan import gan_d_loss
-from reid_workbench.registry import method_info
+from reid_workbench.registry import load_trained, method_info
+from reid_workbench.runs import train_run
 from reid_workbench.training import Stage, Trainer, TrainerConfig
 
 
@@ -129,3 +130,17 @@ def test_tiny_training_lowers_reconstruction_loss(synth, tmp_path):
     stage2 = log[log["stage"] == "stage2"]["L_r"].to_numpy()
     assert len(stage2) == 36 and (log["stage"] == "stage1").sum() > 0
     assert stage2[-6:].mean() < 0.8 * stage2[:6].mean(), stage2
+
+
+def test_encoder_starts_from_a_baseline_run_once(synth, tmp_path):
+    train_run("baseline", synth.root, tmp_path / "base", config_overrides=dict(size=(64, 32), epochs=1, warmup_epochs=0,
+              milestones=(), P=2, K=2), trainer_overrides={"max_steps_per_epoch": 1}, device="cpu", progress=False,
+              verify_images=False)
+    base = load_trained(tmp_path / "base")
+    model = FDGAN(small(encoder_run=str(tmp_path / "base")), synth.num_train_pids)
+    model.configure_optimizers(model.stages()[0])                       # stage I starts from the baseline's trunk
+    trunk = model.encoder.trunk.state_dict()
+    for key, value in base.backbone.state_dict().items(): assert torch.equal(value, trunk[key]), key
+    assert bool(model.encoder_initialised) and not model.init_encoder_from_run()   # once: a resumed run keeps its E
+    with pytest.raises(ValueError, match="ResNet-34"):
+        FDGAN(small(encoder_run=str(tmp_path / "base"), depth=34), synth.num_train_pids).init_encoder_from_run()

@@ -19,7 +19,7 @@ from .common import (GANMethod, check_betas, check_input_size, check_milestones,
 from ..models.backbones import ResNetTrunk
 from ..models.gan import ConvBlock, PatchDiscriminator, gan_g_loss
 from ..models.heads import GlobalPool, init_classifier
-from ..registry import MethodInfo, register_method
+from ..registry import MethodInfo, load_trained, register_method
 from ..training import Stage, StepContext
 
 # %% auto #0
@@ -34,6 +34,7 @@ class _FDGANNetworks(Config):
     "The network fields of `FDGANConfig`: E, G (pose encoder and decoder) and D_pd."
     depth: int = 50                          # ResNet-18 / 34 / 50 for E and D_id
     pretrained: bool | str = "imagenet"      # False, "imagenet" / True, or a path to a torchvision weights file
+    encoder_run: str | None = None           # a trained baseline run: E's trunk starts from its weights (before stage I)
     size: tuple[int, int] = (256, 128)       # (height, width): multiples of 32
     noise_dim: int = 256
     pose_dim: int = 128
@@ -281,6 +282,7 @@ class FDGAN(GANMethod):
                                        cfg.generator_channels, cfg.generator_dropout)
         self.discriminator = FDGANDiscriminators(cfg.depth, cfg.pose_dis_dim, cfg.pose_dis_layers)
         self.register_buffer("identity_initialised", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("encoder_initialised", torch.zeros((), dtype=torch.bool))
 
 # %% ../../nbs/45_methods.fdgan.ipynb #30798ae1
 @patch
@@ -376,12 +378,27 @@ def linear_decay(optimizer: torch.optim.Optimizer, epochs: int) -> torch.optim.l
     keep = epochs // 2
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0 if e < keep else (epochs - e) / (epochs - keep + 1))
 
+# %% ../../nbs/45_methods.fdgan.ipynb #4e0c5a02
+@patch
+def init_encoder_from_run(self: FDGAN) -> bool:
+    "Load E's trunk from the baseline run `encoder_run` once (before stage I); True when it did."
+    run = self.config.encoder_run
+    if run is None or bool(self.encoder_initialised): return False
+    source = load_trained(run)
+    trunk = getattr(source, "backbone", None)
+    if not isinstance(trunk, ResNetTrunk) or getattr(source.config, "depth", None) != self.config.depth:
+        raise ValueError(f"encoder_run={run!r}: a {type(source).__name__} run; E needs a baseline run of ResNet-{self.config.depth}")
+    self.encoder.trunk.load_state_dict(trunk.state_dict())
+    self.encoder_initialised.fill_(True)
+    return True
+
 # %% ../../nbs/45_methods.fdgan.ipynb #d5a39cd5
 @patch
 def configure_optimizers(self: FDGAN, stage: Stage) -> dict:
     cfg = self.config
     sgd = lambda groups: torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=cfg.momentum)
     if stage.name == "stage1":
+        self.init_encoder_from_run()
         opt = torch.optim.SGD([{"params": trainable(self.encoder), "lr": cfg.lr_encoder},
                                {"params": trainable(self.verifier), "lr": cfg.lr_verifier}], lr=cfg.lr_encoder,
                               momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -446,7 +463,7 @@ def sample_images(self: FDGAN, batch) -> Tensor | None:
 
 # %% ../../nbs/45_methods.fdgan.ipynb #5224b402
 register_method(MethodInfo("fdgan", FDGANConfig, FDGAN, summary="pose-guided feature distilling GAN, three stages",
-                           structure_kind="keypoints", swap_body="a", quickstart=None,
+                           structure_kind="keypoints", swap_body="a", quickstart=None, references={"encoder_run": "baseline"},
                            smoke=dict(size=(64, 32), noise_dim=8, pose_dim=8, pose_channels=(8, 8, 8, 8, 8),
                                       generator_channels=(16, 16, 8, 8, 8), pose_dis_dim=8, pairs_per_batch=4,
                                       epochs_stage1=1, epochs_stage2=1, epochs_stage3=1)));
