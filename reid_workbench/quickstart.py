@@ -130,7 +130,7 @@ def quickstart(out="quickstart", methods: list | dict | None = None, synth: Synt
                device: str = "auto", progress: bool = True, num_pairs: int = 48, log=print) -> pd.DataFrame:
     "Run the whole quickstart into `out` (methods: see `quickstart_plan`); returns the results table."
     out, start = Path(out), time.perf_counter()
-    log(f"[1/5] SynthReID -> {out / 'data' / 'synthreid'}")
+    log(f"[1/4] SynthReID -> {out / 'data' / 'synthreid'}")
     root = ensure_synthreid(out / "data" / "synthreid", synth, progress=progress)
     stats = check_data(root, progress=progress)
     log("      " + json.dumps(stats))
@@ -138,12 +138,12 @@ def quickstart(out="quickstart", methods: list | dict | None = None, synth: Synt
     report.mkdir(parents=True, exist_ok=True)
     rows, codes_rows, timings, details = [], [], {}, None
     for name, overrides in quickstart_plan(methods).items():
-        log(f"[2/5] training {name} (tiny preset) -> {runs / name}")
+        log(f"[2/4] training {name} (tiny preset) -> {runs / name}")
         t0 = time.perf_counter()
         loss_log = train_run(name, root, runs / name, preset="tiny", device=device, progress=progress,
                              config_overrides=_fill_references(name, overrides, runs), verify_images=False)
         timings[f"train_{name}_s"] = _train_seconds(loss_log, time.perf_counter() - t0)
-        log(f"[3/5] evaluating {name}" + (" and its disentanglement against SynthReID's ground truth"
+        log(f"[3/4] evaluating {name}" + (" and its disentanglement against SynthReID's ground truth"
                                           if method_info(name).disentangler else ""))
         reid_run = runs / "baseline" if (runs / "baseline" / "checkpoints" / "last.pt").is_file() else None
         t0 = time.perf_counter()
@@ -154,7 +154,7 @@ def quickstart(out="quickstart", methods: list | dict | None = None, synth: Synt
     timings["total_s"] = round(time.perf_counter() - start, 1)
     results, codes_table = _write_report(report, rows, codes_rows, details,
                                          {"data": str(root), "data_stats": stats, "timings": timings})
-    log("[5/5] report -> " + str(report))
+    log(f"[4/4] report -> {report} ({timings['total_s'] / 60:.1f} min in all)")
     log(results.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if len(codes_table): log(codes_table.T.to_string(header=False, float_format=lambda v: f"{v:.3f}"))
     log(_closing_message(out, report))
