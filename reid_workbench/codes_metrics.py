@@ -318,6 +318,9 @@ class EvalImages:
     def index(self, names: Sequence[str]) -> list[int]:
         where = {n: i for i, n in enumerate(self.names)}
         return [where[n] for n in names]
+    def poses(self, index: list[int]) -> Tensor | None:
+        "The keypoints of images `index`, or None when there are none."
+        return None if self.keypoints is None else self.keypoints[index]
 
 # %% ../nbs/36_codes_metrics.ipynb #088bed4c
 def load_test_images(data_root, size=None, factors=None) -> EvalImages:
@@ -376,9 +379,8 @@ def load_swap_set(data_root, num_pairs: int = 64, seed: int = 0, size=None, body
     truths = [swap_ground_truth(factors, na, nb, native, ss, body, q, with_mask=True) for na, nb in pairs]
     gt = torch.stack([_to_size(image, size) for image, _ in truths])
     mask = torch.stack([mask_to_size(m, size) for _, m in truths])
-    poses = (None, None) if test.keypoints is None else (test.keypoints[ia], test.keypoints[ib])
     return SwapSet(names_a, names_b, [test.pids[i] for i in ia], [test.pids[i] for i in ib],
-                   test.images[ia], test.images[ib], gt, body, mask, *poses)
+                   test.images[ia], test.images[ib], gt, body, mask, test.poses(ia), test.poses(ib))
 
 # %% ../nbs/36_codes_metrics.ipynb #0a9cfad6
 @contextmanager
@@ -585,9 +587,8 @@ def _diversity_scores(model, test, ids: int, k: int, seed: int, run: dict) -> di
     "Intra-identity SSIM of generated images (one appearance, k structures) against real ones."
     plan = diversity_plan(test.pids, ids, k, seed)
     app, structure = [p["real"][0] for p in plan for _ in p["structure"]], [i for p in plan for i in p["structure"]]
-    poses = (None, None) if test.keypoints is None else (test.keypoints[app], test.keypoints[structure])
-    generated = generate_swaps(model, test.images[app], test.images[structure], **run, keypoints_a=poses[0],
-                               keypoints_b=poses[1])
+    generated = generate_swaps(model, test.images[app], test.images[structure], **run, keypoints_a=test.poses(app),
+                               keypoints_b=test.poses(structure))
     out = dict(intra_ssim_generated=intra_identity_ssim(list(generated.split([len(p["structure"]) for p in plan]))),
                intra_ssim_real=intra_identity_ssim([test.images[p["real"]] for p in plan]))
     return out | dict(diversity_generated=1.0 - out["intra_ssim_generated"],

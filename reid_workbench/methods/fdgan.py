@@ -129,9 +129,9 @@ def tiny(cls: FDGANConfig, **overrides) -> FDGANConfig:
 
 # %% ../../nbs/45_methods.fdgan.ipynb #789f9cfa
 @patch
-def heatmap_options(self: FDGANConfig, augment: bool = True) -> dict:
-    "The loaders' heatmap options: a bandwidth per keypoint drawn from `sigma_range` (augment), else `sigma`."
-    if augment and self.sigma_range is not None: return {"sigma_range": tuple(self.sigma_range)}
+def heatmap_options(self: FDGANConfig) -> dict:
+    "The loaders' heatmap options: a bandwidth per keypoint drawn from `sigma_range`, or `sigma` when that is None."
+    if self.sigma_range is not None: return {"sigma_range": tuple(self.sigma_range)}
     return {"sigma": self.sigma}
 
 @patch
