@@ -58,8 +58,9 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from reid_workbench.runs import evaluate_run
-    result = evaluate_run(args.run, args.data, rerank=args.rerank, metric=args.metric, device=args.device)
-    print(json.dumps({k: result[k] for k in ("rank1", "rank5", "rank10", "mAP", "mINP", "rerank", "metric")}))
+    result = evaluate_run(args.run, args.data, rerank=args.rerank, metric=args.metric, device=args.device,
+                          rescore_top=args.rescore_top)
+    print(json.dumps({k: result[k] for k in ("rank1", "rank5", "rank10", "mAP", "mINP", "rerank", "rescore_top", "metric")}))
     if result.get("not_saved"): print(f"reid-workbench evaluate: could not save: {result['not_saved']}", file=sys.stderr)
     return 0
 
@@ -156,6 +157,9 @@ def _add_evaluate(sub):
     p.add_argument("run", type=Path, help="run folder written by `train`")
     p.add_argument("--data", type=Path, default=None, help="dataset root (default: the one the run was trained on)")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
+    p.add_argument("--rescore-top", type=int, default=0, metavar="K",
+                   help="re-order each query's K nearest gallery images by the method's pair classifier (FD-GAN's V; "
+                        "its public code reports K=100)")
     p.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"])
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)

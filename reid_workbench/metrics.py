@@ -13,7 +13,7 @@ from scipy import sparse
 
 # %% auto #0
 __all__ = ['evaluate_rank', 're_ranking', 'extract_features', 'compute_distance_matrix', 'retrieval_distances', 'protocol_junk',
-           'ranked_gallery', 'evaluate_features']
+           'ranked_gallery', 'rescore_top_k', 'evaluate_features']
 
 # %% ../nbs/21_metrics.ipynb #31d40143
 def _ids(x, name: str) -> np.ndarray:
@@ -564,6 +564,21 @@ def ranked_gallery(distances, k: int, q_pid: int | None = None, q_camid: int | N
     order = np.argsort(np.asarray(distances), kind="stable")
     if q_pid is not None: order = order[~protocol_junk(q_pid, q_camid, g_pids, g_camids)[order]]
     return order[:k].tolist()
+
+# %% ../nbs/21_metrics.ipynb #5c0be002
+def rescore_top_k(distances, score: Callable[[int, torch.Tensor], torch.Tensor], k: int = 100) -> torch.Tensor:
+    """(Q, G) float64 distances whose ranking puts each query's `k` nearest gallery items first, ordered by
+    `score(query index, their gallery indices)` (higher = more alike; ties keep the distance order), then the rest."""
+    d = _matrix(distances, "distances").double().cpu()
+    if k < 1: raise ValueError(f"k={k}: re-scoring needs k >= 1")
+    top = d.topk(min(k, d.shape[1]), dim=1, largest=False, sorted=True).indices
+    out = d - d.min() + 2.0                                   # everything not re-scored lies at >= 2
+    tie_break = torch.arange(top.shape[1], dtype=torch.float64) * 1e-9
+    for q in range(len(d)):
+        s = torch.as_tensor(score(q, top[q])).double().cpu().reshape(-1)
+        if len(s) != top.shape[1]: raise ValueError(f"score gave {len(s)} values for {top.shape[1]} gallery items")
+        out[q, top[q]] = 1.0 - s.clamp(0, 1) + tie_break     # re-scored: in [0, 1], ahead of the rest
+    return out
 
 # %% ../nbs/21_metrics.ipynb #f8b489d6
 def evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, metric: str = "euclidean", rerank: bool = False,

@@ -12,7 +12,7 @@ import torch
 from .core import atomic_write_text, get_device, seed_everything
 from .data.datasets import load_dataset, verify_dataset_images
 from .data.loaders import LoaderConfig, build_test_loaders
-from .metrics import evaluate_rank, extract_features, retrieval_distances
+from .metrics import evaluate_rank, extract_features, rescore_top_k, retrieval_distances
 from .registry import info_of, load_trained, method_config, method_info
 from .training import Trainer, TrainerConfig, run_data_root, run_info
 
@@ -41,9 +41,20 @@ def train_run(method: str, data, out, preset: str = "tiny", epochs: int | None =
                       data_info=data_info)
     return trainer.fit(resume=resume, accept_changes=accept_changes)
 
+# %% ../nbs/49_runs.ipynb #5c0be004
+def _rescored(model, dist, query_loader, gallery_loader, device, flip: bool, k: int):
+    "The distances with each query's top `k` re-ordered by the method's pair classifier."
+    if not all(callable(getattr(model, name, None)) for name in ("pair_feature", "pair_scores")):
+        raise ValueError(f"rescore_top={k}: {type(model).__name__} has no pair classifier to re-score with "
+                         f"(it needs pair_feature and pair_scores, like FD-GAN's verification classifier)")
+    qp, _, _ = extract_features(model.pair_feature, query_loader, device=device, flip=flip, normalize=False)
+    gp, _, _ = extract_features(model.pair_feature, gallery_loader, device=device, flip=flip, normalize=False)
+    with torch.no_grad():
+        return rescore_top_k(dist, lambda q, cols: model.pair_scores(qp[q].to(device), gp[cols].to(device)), k)
+
 # %% ../nbs/49_runs.ipynb #b9410f9f
 def evaluate_run(run_dir, data=None, rerank: bool = False, metric: str = "euclidean", device: str = "auto",
-                 flip: bool = True, batch_size: int = 128, return_details: bool = False) -> dict:
+                 flip: bool = True, batch_size: int = 128, return_details: bool = False, rescore_top: int = 0) -> dict:
     """Rank-1/5/10, mAP and mINP of the run's test feature on `data` (default: the dataset it was trained on); saved
     into the run folder (`not_saved` says why when it cannot be, e.g. a read-only folder)."""
     run_dir = Path(run_dir)
@@ -57,13 +68,15 @@ def evaluate_run(run_dir, data=None, rerank: bool = False, metric: str = "euclid
     qf, q_pids, q_camids = extract_features(model.embed, query_loader, device=device, flip=flip)
     gf, g_pids, g_camids = extract_features(model.embed, gallery_loader, device=device, flip=flip)
     dist = retrieval_distances(qf, gf, metric, rerank)
+    if rescore_top: dist = _rescored(model, dist, query_loader, gallery_loader, device, flip, rescore_top)
     scores = evaluate_rank(dist, q_pids, g_pids, q_camids, g_camids, max_rank=10)
     cmc = scores["cmc"]
     result = {"rank1": float(cmc[0]), "rank5": float(cmc[4]), "rank10": float(cmc[9]), "mAP": float(scores["mAP"]),
-              "mINP": float(scores["mINP"]), "rerank": rerank, "metric": metric, "method": info["method"],
+              "mINP": float(scores["mINP"]), "rerank": rerank, "rescore_top": rescore_top, "metric": metric, "method": info["method"],
               "num_query": len(dataset.query), "num_gallery": len(dataset.gallery),
               "seconds": round(time.perf_counter() - start, 2)}
-    try: atomic_write_text(run_dir / ("evaluation_rerank.json" if rerank else "evaluation.json"), json.dumps(result, indent=2))
+    name = "evaluation" + ("_rerank" if rerank else "") + (f"_rescore{rescore_top}" if rescore_top else "") + ".json"
+    try: atomic_write_text(run_dir / name, json.dumps(result, indent=2))
     except OSError as e: result["not_saved"] = f"{e.filename or run_dir}: {e.strerror or e}"   # a read-only run folder
     if return_details:
         return {**result, "distmat": dist, "dataset": dataset, "q_pids": q_pids, "g_pids": g_pids,

@@ -19,7 +19,7 @@ from reid_workbench.training import Stage, Trainer, TrainerConfig
 
 def small(**overrides) -> FDGANConfig:
     "The tiny preset at 64x32 with a still smaller G and D_pd: what the tests train."
-    return FDGANConfig.tiny(**(dict(noise_dim=8, pose_dim=16, pose_channels=(8, 16, 16, 16, 16),
+    return FDGANConfig.tiny(**(dict(size=(64, 32), noise_dim=8, pose_dim=16, pose_channels=(8, 16, 16, 16, 16),
                                     generator_channels=(64, 32, 16, 16, 8), pose_dis_dim=8, pairs_per_batch=8) | overrides))
 
 
@@ -41,7 +41,7 @@ def test_presets_and_validation():
                      (dict(sigma_range=(0.0, 2.0)), "sigma"), (dict(generator_dropout=1.0), "generator_dropout")]:
         with pytest.raises(ValueError, match=msg): FDGANConfig(**bad)
     info = method_info("fdgan")
-    assert (info.model, info.structure_kind, info.quickstart) == (FDGAN, "keypoints", None)
+    assert (info.model, info.structure_kind, info.quickstart, info.references) == (FDGAN, "keypoints", {}, {"encoder_run": "baseline"})
 
 
 def test_module_shapes():
@@ -114,6 +114,20 @@ def test_stage_two_leaves_e_and_v_unchanged(synth, tmp_path):
     assert all(torch.equal(frozen[k], after[k]) for k in frozen)                # weights and BN statistics
     assert any(not torch.equal(v, model.generator.state_dict()[k]) for k, v in generator.items())
     assert bool(model.identity_initialised)
+
+
+def test_share_encoder_trains_e_from_the_generator_side_only(synth, tmp_path):
+    seed_everything(0)
+    model = FDGAN(small(share_encoder=True, epochs_stage1=0, epochs_stage2=1, epochs_stage3=1), synth.num_train_pids)
+    assert model.discriminator.identity.encoder is model.encoder
+    encoder = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    head = {k: v.clone() for k, v in model.discriminator.identity.head.state_dict().items()}
+    _, log = fit(model, synth, tmp_path / "run", steps=2)                 # stage III: E in "gen" only, no in-place clash
+    assert list(log["stage"]) == ["stage2", "stage2", "stage3", "stage3"] and log["D_id"].notna().all()
+    assert any(not torch.equal(v, model.encoder.state_dict()[k]) for k, v in encoder.items() if v.is_floating_point())
+    assert any(not torch.equal(v, model.discriminator.identity.head.state_dict()[k]) for k, v in head.items())
+    state = model.state_dict()                                                # one set of weights, saved under both names
+    assert torch.equal(state["encoder.trunk.conv1.weight"], state["discriminator.identity.encoder.trunk.conv1.weight"])
 
 
 def test_stage_three_freezes_e_batchnorm():

@@ -79,7 +79,7 @@ def isgan_steps(run_dir) -> list[dict]:
     def factory(stage, epoch):
         g = torch.Generator().manual_seed(200 + epoch + 10 * int(stage.name[-1]))
         return [_item(g, torch.tensor([1, 1, 4, 4]), h, w) for _ in range(2)]
-    config = ISGANConfig.tiny(related_dim=32, unrelated_dim=8, noise_dim=8, generator_channels=(64, 32, 32, 16, 16),
+    config = ISGANConfig.tiny(size=(h, w), related_dim=32, unrelated_dim=8, noise_dim=8, generator_channels=(64, 32, 32, 16, 16),
                               dis_channels=(16, 16, 32, 32, 32), epochs_stage1=1, epochs_stage2=1, epochs_stage3=1,
                               P=4, triplet_weight=0.0, generator_dropout=0.5, lr=5e-4)   # the tiny preset of the pin
     seed_everything(0)

@@ -24,7 +24,7 @@ NUM_IDS = 8
 
 def small(**overrides) -> ISGANConfig:
     "The tiny preset with smaller codes, G and D: what the tests train."
-    return ISGANConfig.tiny(**(dict(related_dim=32, unrelated_dim=8, noise_dim=8, generator_channels=(64, 32, 32, 16, 16),
+    return ISGANConfig.tiny(**(dict(size=(H, W), related_dim=32, unrelated_dim=8, noise_dim=8, generator_channels=(64, 32, 32, 16, 16),
                                     dis_channels=(16, 16, 32, 32, 32)) | overrides))
 
 
@@ -62,7 +62,7 @@ def test_config_presets_validation_and_registry():
     assert (paper.lr, paper.betas, paper.lr_discriminator, paper.momentum, paper.stage3_lr_factor) == (2e-4, (0.9, 0.999), 2e-4, 0.9, 0.1)
     assert paper.stage_epochs == (300, 200, 100) and paper.random_erasing_p == 0.5
     tiny = ISGANConfig.tiny()
-    assert (tiny.depth, tiny.pretrained, tiny.size, tiny.branch_depth) == (18, False, (96, 32), "layer3")
+    assert (tiny.depth, tiny.pretrained, tiny.size, tiny.branch_depth) == (18, False, (128, 64), "layer3")
     assert (tiny.P, tiny.K, tiny.triplet_weight, tiny.generator_dropout) == (8, 4, 1.0, 0.0)      # the tiny stage-1 aids
     assert (paper.triplet_weight, paper.pool, paper.generator_dropout) == (0.0, "max", 0.5)
     assert ISGANConfig.from_json(tiny.to_json()) == tiny
@@ -107,7 +107,7 @@ def test_part_regions_and_region_features():
 
 def test_module_shapes_with_the_papers_dimensions():
     torch.manual_seed(0)
-    model = ISGAN(ISGANConfig.tiny(related_dim=256, unrelated_dim=64, noise_dim=128), num_classes=5).eval()
+    model = ISGAN(ISGANConfig.tiny(size=(H, W), related_dim=256, unrelated_dim=64, noise_dim=128), num_classes=5).eval()
     x = torch.randn(2, 3, H, W)
     with torch.no_grad():
         out = model.encode_features(x)

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/45_methods.fdgan.ipynb #efb9ff6e
 from __future__ import annotations
+import logging
 from dataclasses import dataclass
 from typing import NamedTuple
 import torch
@@ -21,6 +22,8 @@ from ..models.gan import ConvBlock, PatchDiscriminator, gan_g_loss
 from ..models.heads import GlobalPool, init_classifier
 from ..registry import MethodInfo, load_trained, register_method
 from ..training import Stage, StepContext
+
+_logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['FDGANConfig', 'ImageEncoder', 'VerificationHead', 'PoseEncoder', 'up_block', 'PoseDecoder', 'PoseGenerator',
@@ -71,6 +74,7 @@ class _FDGANObjective(_FDGANNetworks):
     use_lsp: bool = True
     use_lid: bool = True
     use_lpd: bool = True
+    share_encoder: bool = False                            # D_id's ResNet is E itself (Table 1's "share E")
 
     def __post_init__(self):
         super().__post_init__()
@@ -119,13 +123,14 @@ def paper(cls: FDGANConfig, **overrides) -> FDGANConfig:
 
 @patch(cls_method=True)
 def tiny(cls: FDGANConfig, **overrides) -> FDGANConfig:
-    "ResNet-18 from random weights at 64x32, small G and D, 16 pairs per batch, 4 / 4 / 2 epochs: minutes on a CPU."
+    """ResNet-18 at 128x64 (E from `encoder_run`, a baseline run), small G and D_pd, 16 pairs per batch at 1 : 1,
+    1 / 1 / 1 epochs: minutes on a CPU."""
     # stage III's paper rates (1e-6) would not move a model trained for minutes: x100 here
-    return cls(**(dict(depth=18, pretrained=False, size=(64, 32), noise_dim=16, pose_dim=32,
+    return cls(**(dict(depth=18, pretrained=False, size=(128, 64), noise_dim=16, pose_dim=32,
                        pose_channels=(16, 32, 64, 64, 64), generator_channels=(128, 64, 32, 32, 16), generator_dropout=0.0,
-                       pose_dis_dim=16, pose_dis_layers=2, pairs_per_batch=16, lr_encoder=0.05, lr_verifier=0.1,
-                       milestones=(), lr3_encoder=1e-4, lr3_generator=1e-4, lr3_verifier=1e-3, lr3_dis=1e-3,
-                       epochs_stage1=4, epochs_stage2=4, epochs_stage3=2) | overrides))
+                       pose_dis_dim=16, pose_dis_layers=2, pairs_per_batch=16, pos_neg_ratio=(1, 1), lr_encoder=1e-3,
+                       lr_verifier=1e-2, milestones=(), lr3_encoder=1e-4, lr3_generator=1e-4, lr3_verifier=1e-3,
+                       lr3_dis=1e-3, epochs_stage1=1, epochs_stage2=1, epochs_stage3=1) | overrides))
 
 # %% ../../nbs/45_methods.fdgan.ipynb #789f9cfa
 @patch
@@ -206,10 +211,10 @@ class PoseGenerator(nn.Module):
 
 # %% ../../nbs/45_methods.fdgan.ipynb #f8cfd28e
 class IdentityDiscriminator(nn.Module):
-    "D_id: its own encoder and verification head: (person, image) -> same-person logit."
-    def __init__(self, depth: int = 50):
+    "D_id: an encoder (its own, or `encoder` to share one) and a verification head: (person, image) -> same-person logit."
+    def __init__(self, depth: int = 50, encoder: ImageEncoder | None = None):
         super().__init__()
-        self.encoder = ImageEncoder(depth)
+        self.encoder = encoder if encoder is not None else ImageEncoder(depth)
         self.head = VerificationHead(self.encoder.dim)
 
     def forward(self, person: Tensor, image: Tensor) -> Tensor:
@@ -228,9 +233,9 @@ class Judged(NamedTuple):
 
 class FDGANDiscriminators(nn.Module):
     "D_id and D_pd: `Judged` -> (D_id's logits (B,), D_pd's patch logits (B, 1, h, w))."
-    def __init__(self, depth: int = 50, dim: int = 64, num_layers: int = 3):
+    def __init__(self, depth: int = 50, dim: int = 64, num_layers: int = 3, encoder: ImageEncoder | None = None):
         super().__init__()
-        self.identity = IdentityDiscriminator(depth)
+        self.identity = IdentityDiscriminator(depth, encoder)
         self.pose = PatchDiscriminator(NUM_KEYPOINTS + 3, dim, num_layers, norm="bn")
 
     def forward(self, judged: Judged) -> tuple[Tensor, Tensor]:
@@ -280,7 +285,8 @@ class FDGAN(GANMethod):
         self.verifier = VerificationHead(self.encoder.dim)
         self.generator = PoseGenerator(self.encoder.dim, cfg.size, cfg.pose_channels, cfg.pose_dim, cfg.noise_dim,
                                        cfg.generator_channels, cfg.generator_dropout)
-        self.discriminator = FDGANDiscriminators(cfg.depth, cfg.pose_dis_dim, cfg.pose_dis_layers)
+        self.discriminator = FDGANDiscriminators(cfg.depth, cfg.pose_dis_dim, cfg.pose_dis_layers,
+                                                 self.encoder if cfg.share_encoder else None)
         self.register_buffer("identity_initialised", torch.zeros((), dtype=torch.bool))
         self.register_buffer("encoder_initialised", torch.zeros((), dtype=torch.bool))
 
@@ -394,11 +400,19 @@ def init_encoder_from_run(self: FDGAN) -> bool:
 
 # %% ../../nbs/45_methods.fdgan.ipynb #d5a39cd5
 @patch
+def discriminator_parameters(self: FDGAN, module: nn.Module) -> list[nn.Parameter]:
+    "The trainable parameters of (part of) the discriminators, without E's when D_id shares it (`share_encoder`)."
+    shared = {id(p) for p in self.encoder.parameters()} if self.config.share_encoder else set()
+    return [p for p in trainable(module) if id(p) not in shared]
+
+@patch
 def configure_optimizers(self: FDGAN, stage: Stage) -> dict:
     cfg = self.config
     sgd = lambda groups: torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=cfg.momentum)
     if stage.name == "stage1":
-        self.init_encoder_from_run()
+        if not self.init_encoder_from_run() and cfg.encoder_run is None and not cfg.pretrained:
+            _logger.warning("FD-GAN: E starts from random weights (pretrained=False, encoder_run=None); stage I's L_v alone "
+                            "does not get a random ResNet off the ground - pass encoder_run=<a baseline run>")
         opt = torch.optim.SGD([{"params": trainable(self.encoder), "lr": cfg.lr_encoder},
                                {"params": trainable(self.verifier), "lr": cfg.lr_verifier}], lr=cfg.lr_encoder,
                               momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -409,12 +423,13 @@ def configure_optimizers(self: FDGAN, stage: Stage) -> dict:
     d = self.discriminator
     if stage.name == "stage2":
         gen = torch.optim.Adam(trainable(self.generator), lr=cfg.lr_generator, betas=tuple(cfg.betas))
-        dis = sgd([{"params": trainable(d.identity), "lr": cfg.lr_dis_id}, {"params": trainable(d.pose), "lr": cfg.lr_dis_pd}])
+        dis = sgd([{"params": self.discriminator_parameters(d.identity), "lr": cfg.lr_dis_id},
+                   {"params": trainable(d.pose), "lr": cfg.lr_dis_pd}])
     else:
         gen = torch.optim.Adam([{"params": trainable(self.encoder), "lr": cfg.lr3_encoder},
                                 {"params": trainable(self.generator), "lr": cfg.lr3_generator},
                                 {"params": trainable(self.verifier), "lr": cfg.lr3_verifier}], betas=tuple(cfg.betas))
-        dis = sgd([{"params": trainable(d), "lr": cfg.lr3_dis}])
+        dis = sgd([{"params": self.discriminator_parameters(d), "lr": cfg.lr3_dis}])
     return {"gen": (gen, linear_decay(gen, stage.epochs)), "dis": (dis, linear_decay(dis, stage.epochs))}
 
 # %% ../../nbs/45_methods.fdgan.ipynb #d2105d9e
@@ -449,6 +464,17 @@ def decode(self: FDGAN, codes: Codes) -> Tensor:
     with eval_mode(self): images = self.generate(codes.appearance[:, 0], self.heatmaps(codes.structure))
     return convert_range(images, "tanh", "imagenet")
 
+# %% ../../nbs/45_methods.fdgan.ipynb #5c0be006
+@patch
+def pair_feature(self: FDGAN, images: Tensor) -> Tensor:
+    "E(x) as V reads it (not normalised), eval mode."
+    with eval_mode(self): return self.encoder(images).float()
+
+@patch
+def pair_scores(self: FDGAN, query: Tensor, gallery: Tensor) -> Tensor:
+    "V's same-person probabilities (k,) of one query feature (D,) against gallery features (k, D), eval mode."
+    with eval_mode(self): return torch.sigmoid(self.verifier(query.expand_as(gallery), gallery).float())
+
 # %% ../../nbs/45_methods.fdgan.ipynb #68410004
 @patch
 @torch.no_grad()
@@ -463,7 +489,8 @@ def sample_images(self: FDGAN, batch) -> Tensor | None:
 
 # %% ../../nbs/45_methods.fdgan.ipynb #5224b402
 register_method(MethodInfo("fdgan", FDGANConfig, FDGAN, summary="pose-guided feature distilling GAN, three stages",
-                           structure_kind="keypoints", swap_body="a", quickstart=None, references={"encoder_run": "baseline"},
+                           structure_kind="keypoints", swap_body="a", quickstart={}, quickstart_order=40,
+                           references={"encoder_run": "baseline"},
                            smoke=dict(size=(64, 32), noise_dim=8, pose_dim=8, pose_channels=(8, 8, 8, 8, 8),
                                       generator_channels=(16, 16, 8, 8, 8), pose_dis_dim=8, pairs_per_batch=4,
                                       epochs_stage1=1, epochs_stage2=1, epochs_stage3=1)));

@@ -143,12 +143,12 @@ def paper(cls: ISGANConfig, **overrides) -> ISGANConfig:
 
 @patch(cls_method=True)
 def tiny(cls: ISGANConfig, **overrides) -> ISGANConfig:
-    "ResNet-18 at 96x32 from random weights, short branches, small codes, G and D: minutes on a CPU with SynthReID."
+    "ResNet-18 at 128x64 from random weights, short branches, small codes, G and D: minutes on a CPU with SynthReID."
     # stage 1: 8 x 4 batches and a triplet term (not in the paper): cross-entropy alone learns slowly from random weights
-    return cls(**(dict(depth=18, pretrained=False, size=(96, 32), branch_depth="layer3", related_dim=64,
+    return cls(**(dict(depth=18, pretrained=False, size=(128, 64), branch_depth="layer3", related_dim=64,
                        unrelated_dim=16, noise_dim=16, generator_channels=(256, 128, 64, 32, 32), generator_start=16,
                        generator_dropout=0.0, dis_channels=(32, 64, 128, 128, 128), P=8, K=4, triplet_weight=1.0,
-                       lr_stage1=2e-3, lr=1e-3, lr_discriminator=0.002, epochs_stage1=12, epochs_stage2=3,
+                       lr_stage1=2e-3, lr=1e-3, lr_discriminator=0.002, epochs_stage1=10, epochs_stage2=3,
                        epochs_stage3=1) | overrides))
 
 # %% ../../nbs/44_methods.isgan.ipynb #dfaf98d9
