@@ -380,8 +380,9 @@ def frozen_modules(self: FDGAN, stage: Stage) -> list[nn.Module]:
 
 # %% ../../nbs/45_methods.fdgan.ipynb #9cc847db
 def linear_decay(optimizer: torch.optim.Optimizer, epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
-    "Keep the learning rates for the first half of `epochs`, then decay them linearly towards 0 (stepped per epoch)."
-    keep = epochs // 2
+    """Keep the learning rates for the first half of `epochs` (at least one epoch), then decay them linearly towards 0
+    (stepped per epoch)."""
+    keep = max(1, epochs // 2)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0 if e < keep else (epochs - e) / (epochs - keep + 1))
 
 # %% ../../nbs/45_methods.fdgan.ipynb #4e0c5a02
@@ -489,7 +490,7 @@ def sample_images(self: FDGAN, batch) -> Tensor | None:
 
 # %% ../../nbs/45_methods.fdgan.ipynb #5224b402
 register_method(MethodInfo("fdgan", FDGANConfig, FDGAN, summary="pose-guided feature distilling GAN, three stages",
-                           structure_kind="keypoints", swap_body="a", quickstart={}, quickstart_order=40,
+                           structure_kind="keypoints", swap_body="a", quickstart=dict(epochs_stage3=0), quickstart_order=40,
                            references={"encoder_run": "baseline"},
                            smoke=dict(size=(64, 32), noise_dim=8, pose_dim=8, pose_channels=(8, 8, 8, 8, 8),
                                       generator_channels=(16, 16, 8, 8, 8), pose_dis_dim=8, pairs_per_batch=4,
