@@ -47,10 +47,27 @@ def cmd_check_data(args) -> int:
     return 0
 
 # %% ../nbs/60_cli.ipynb #7bfa2898
+def _config_setting(text: str) -> tuple[str, object]:
+    "key=value (argparse type): the value read as JSON when it is JSON (numbers, lists, true/false/null), else as text."
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip(): raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    try: return key.strip(), json.loads(value)
+    except json.JSONDecodeError: return key.strip(), value
+
+def _config_overrides(method: str, settings: list) -> dict:
+    "The `--set` settings as config overrides; a name that is not a field of the method's config is an error."
+    import dataclasses
+    from reid_workbench.registry import method_info
+    overrides, fields = dict(settings), {f.name for f in dataclasses.fields(method_info(method).config)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown: raise ValueError(f"--set {', '.join(unknown)}: not a setting of {method} (its settings: {', '.join(sorted(fields))})")
+    return overrides
+
 def cmd_train(args) -> int:
     from reid_workbench.runs import train_run
     log = train_run(args.method, args.data, args.out, preset=args.preset, epochs=args.epochs, device=args.device,
-                    seed=args.seed, resume="auto", accept_changes=args.accept_changes)
+                    seed=args.seed, resume="auto", accept_changes=args.accept_changes,
+                    config_overrides=_config_overrides(args.method, args.set))
     last = log.iloc[-1].to_dict() if len(log) else {}
     print(json.dumps({"run": str(args.out), "steps": int(last.get("step", 0)),
                       "last_losses": {k: v for k, v in last.items() if isinstance(v, float)}}))
@@ -146,6 +163,8 @@ def _add_train(sub):
     p.add_argument("--epochs", type=_positive, default=None, help="override the preset's number of epochs")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", type=_config_setting, nargs="*", default=[], metavar="KEY=VALUE",
+                   help="change settings of the preset, e.g. --set encoder_run=runs/baseline size=[128,64] (JSON values)")
     p.add_argument("--accept-changes", action="store_true",
                    help="continue an existing run although its settings or data differ (named in the error)")
     p.set_defaults(func=cmd_train)
