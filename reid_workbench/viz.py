@@ -47,7 +47,7 @@ def ranked_list_image(query, gallery: list, matches: list[bool], distances=None,
     font = _font(10)
     if title: draw.text((2, 1), title, fill="black", font=font)
     items = [(query, (40, 90, 220), "query")] + [
-        (g, (0, 170, 0) if m else (220, 0, 0), f"#{i + 1}" + (f" d={distances[i]:.2f}" if distances is not None else ""))
+        (g, (0, 170, 0) if m else (220, 0, 0), f"#{i + 1}" + (f" d={distances[i]:.2g}" if distances is not None else ""))
         for i, (g, m) in enumerate(zip(gallery, matches))]
     for k, (image, colour, label) in enumerate(items):
         x0, y0 = k * (w + 2 * border + gap), label_height

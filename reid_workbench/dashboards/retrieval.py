@@ -315,7 +315,7 @@ def _upload_picture(self: RetrievalDashboard, ranking: Ranking) -> Image.Image:
     self.ap_label.value = (f"<b>uploaded {html.escape(self.upload_name)} (identity unknown: no green / red "
                            f"borders)</b>")
     cells = [self.upload_image] + [self.session.thumb(gallery[j].path) for j in ranking.indices]
-    labels = ["upload"] + [f"{r + 1} {d:.2f}" for r, d in enumerate(ranking.distances)]
+    labels = ["upload"] + [f"{r + 1} {d:.2g}" for r, d in enumerate(ranking.distances)]
     return image_grid(cells, 1, len(cells), size=self.thumb_size, pad=6, col_labels=labels)
 
 # %% ../../nbs/56_dashboards.retrieval.ipynb #ce4b3a84

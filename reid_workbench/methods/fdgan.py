@@ -406,6 +406,7 @@ def discriminator_parameters(self: FDGAN, module: nn.Module) -> list[nn.Paramete
     shared = {id(p) for p in self.encoder.parameters()} if self.config.share_encoder else set()
     return [p for p in trainable(module) if id(p) not in shared]
 
+# %% ../../nbs/45_methods.fdgan.ipynb #5c0be00a
 @patch
 def configure_optimizers(self: FDGAN, stage: Stage) -> dict:
     cfg = self.config
