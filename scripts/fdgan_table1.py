@@ -3,7 +3,8 @@
 For one seed: a baseline run with the quickstart's recipe (E's start, `encoder_run`), FD-GAN's stage I on top of it
 (the Siamese baseline; the same for every row, since the switches act from stage II on), then each asked row resumes
 a copy of stage I with its switches. Every row gets re-ID (rank-1, mAP, mINP) and, for the generative rows, pose-transfer
-fidelity against SynthReID's ground truth. Rows are appended to --out (CSV) as they finish; runs are kept in --work.
+fidelity against SynthReID's ground truth. Rows go to --out's .jsonl as they finish and --out (CSV) is rewritten from
+them (two processes need two --out files); runs are kept in --work.
 
     python scripts/fdgan_table1.py --data DIR --work DIR --seed 0 --rows all --out results/fdgan_table1.csv [--fig4 PNG]
     --rows takes names from ROWS (comma-separated) or "all"; --wait-stage1 waits for another process's stage I.
@@ -75,9 +76,13 @@ def main():
     if unknown: raise SystemExit(f"--rows: unknown row(s) {unknown}; known: {list(ROWS)}")
     encoder, stage1 = args.work / f"baseline_{args.seed}", args.work / f"siamese_{args.seed}"
     done = stage1 / "stage1_done"
-    def emit(row):
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
-        pd.DataFrame([row]).to_csv(args.out, mode="a", header=not args.out.is_file(), index=False, float_format="%.4f")
+    lines = args.out.with_suffix(".jsonl")
+    def emit(row):          # one JSON line per row; the CSV is rewritten from all of them (rows differ in columns)
+        line = json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+        print(line, flush=True)
+        with open(lines, "a") as f: f.write(line + "\n")
+        rows = [json.loads(x) for x in lines.read_text().splitlines() if x.strip()]
+        pd.DataFrame(rows).to_csv(args.out, index=False, float_format="%.4f")
     if args.wait_stage1:
         while not done.is_file(): time.sleep(10)
     else:
