@@ -127,7 +127,8 @@ def available_methods(disentangler: bool | None = None) -> list[str]:
 
 # %% ../nbs/31_registry.ipynb #05c6b397
 def method_info(name: str, module: str | None = None) -> MethodInfo:
-    "The `MethodInfo` of method `name`, importing `module` (or `reid_workbench.methods.<name>`) when needed."
+    """The `MethodInfo` of method `name`, importing `module` (or `reid_workbench.methods.<name>`, then every module of
+    `reid_workbench.methods` and the entry points) when needed."""
     if name not in _REGISTRY:
         for candidate in (module, f"reid_workbench.methods.{name}"):
             if not candidate: continue
@@ -135,6 +136,7 @@ def method_info(name: str, module: str | None = None) -> MethodInfo:
             except ModuleNotFoundError as e:
                 if not candidate.startswith(str(e.name)): raise
             if name in _REGISTRY: break
+    if name not in _REGISTRY: _discover()            # a method whose module has another name ("pt": posetransfer)
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
     return _REGISTRY[name]

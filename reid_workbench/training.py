@@ -145,6 +145,9 @@ class Method(nn.Module):
         "`{name: (optimizer, scheduler or None)}`, built fresh at the start of each stage; schedulers step per epoch."
         raise NotImplementedError(f"{type(self).__name__}.configure_optimizers")
     def frozen_modules(self, stage: Stage) -> list[nn.Module]: return []
+    def prepare_stage(self, stage: Stage, dataset, run_dir: Path) -> None:
+        """Called as each stage starts or resumes, before its optimizers: `dataset` is the train data's ReIDDataset
+        (None for a bare loader factory). For what a stage must compute from the data first (PT's generated set)."""
     def training_step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__}.training_step")
     def embed(self, images: Tensor) -> Tensor: raise NotImplementedError(f"{type(self).__name__}.embed")
@@ -501,6 +504,7 @@ def _build_optimizers(self: Trainer, stage: Stage) -> None:
 # %% ../nbs/30_training.ipynb #6b2a544c
 @patch
 def _begin_stage(self: Trainer, stage: Stage) -> None:
+    self.method.prepare_stage(stage, getattr(self._factory, "dataset", None), self.run_dir)
     self._freeze_stage(stage)
     self._build_optimizers(stage)
     self._log(f"stage {stage.name!r}: {stage.epochs} epoch(s), optimizers {list(self.optimizers)}, "
