@@ -34,7 +34,8 @@ def _positive(text: str) -> int:
 # %% ../nbs/60_cli.ipynb #d5596344
 def cmd_synth(args) -> int:
     from reid_workbench.data.synth import SynthConfig, write_synthreid
-    cfg = SynthConfig(ids=args.ids, cams=args.cams, images_per_id=args.images_per_id, size=args.size, seed=args.seed)
+    cfg = SynthConfig(ids=args.ids, cams=args.cams, images_per_id=args.images_per_id, size=args.size, seed=args.seed,
+                      train_views=args.train_views, train_pose_spread=args.train_pose_spread, pose_bank=args.pose_bank)
     root, summary = write_synthreid(args.out, cfg, overwrite=args.overwrite)
     print(json.dumps({"root": str(root), **summary}))
     return 0
@@ -131,6 +132,14 @@ def _add_synth(sub):
     p.add_argument("--images-per-id", type=_positive, default=12, help="images per identity (default 12)")
     p.add_argument("--size", type=_size, default=(128, 64), help="image size HxW (default 128x64)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives byte-identical output")
+    p.add_argument("--train-views", default=None, metavar="VIEWS",
+                   help="training images only from these views, comma-separated (front, back, left, right), "
+                        "e.g. front,back; query and gallery keep all four (default: all)")
+    p.add_argument("--train-pose-spread", type=float, default=1.0, metavar="S",
+                   help="in (0, 1]: training walk phases, strides and arm swings use this share of their ranges "
+                        "(default 1: all)")
+    p.add_argument("--pose-bank", type=int, default=0, metavar="N",
+                   help="also write N poses over all views to keypoints/pose_bank.csv (keypoints only; default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty output folder")
     p.set_defaults(func=cmd_synth)
 

@@ -14,15 +14,16 @@ import numpy as np
 from fastcore.basics import patch
 from PIL import Image, ImageDraw, ImageFilter
 from ..core import regular_file
-from .pose import COCO18_NAMES, FLIP_PERMUTATION, NUM_KEYPOINTS, write_keypoints_csv
+from .pose import COCO18_NAMES, FLIP_PERMUTATION, NUM_KEYPOINTS, read_keypoints_csv, write_keypoints_csv
 
 # %% auto #0
 __all__ = ['RGB', 'Gain', 'HAIR_LENGTHS', 'UPPER_PATTERNS', 'SLEEVES', 'LOWER_TYPES', 'BAGS', 'VIEWS', 'VIEW_YAW', 'BACKGROUNDS',
-           'OCCLUDERS', 'SKIN_TONES', 'HAIR_COLORS', 'CLOTHING_COLORS', 'PART_NAMES', 'SYNTH_VERSION', 'SPLIT_FOLDERS',
-           'Identity', 'Nuisance', 'CameraStyle', 'sample_identity', 'make_confuser', 'sample_identities',
-           'sample_camera', 'sample_cameras', 'sample_nuisance', 'body_pose', 'RenderLayers', 'render', 'render_layers',
-           'mirror_nuisance', 'flip_keypoints', 'SynthConfig', 'encode_jpeg', 'factors_to_identity_nuisance',
-           'write_synthreid', 'synthreid_info', 'load_factors', 'rerender']
+           'OCCLUDERS', 'SKIN_TONES', 'HAIR_COLORS', 'CLOTHING_COLORS', 'TRAIN_PHASE', 'PART_NAMES', 'SYNTH_VERSION',
+           'SPLIT_FOLDERS', 'POSE_BANK_FILE', 'Identity', 'Nuisance', 'CameraStyle', 'sample_identity', 'make_confuser',
+           'sample_identities', 'sample_camera', 'sample_cameras', 'sample_nuisance', 'body_pose', 'RenderLayers',
+           'render', 'render_layers', 'render_keypoints', 'mirror_nuisance', 'flip_keypoints', 'SynthConfig',
+           'encode_jpeg', 'factors_to_identity_nuisance', 'sample_pose_bank', 'write_synthreid', 'synthreid_info',
+           'load_factors', 'rerender', 'load_pose_bank']
 
 # %% ../../nbs/04_data.synth.ipynb #5477bc07
 RGB = tuple[int, int, int]          # a colour, 0-255 per channel
@@ -173,6 +174,10 @@ def _contrasting(rng, rgb, tries=12) -> RGB:
     return CLOTHING_COLORS["white"] if _luma(rgb) < 128 else CLOTHING_COLORS["black"]
 
 # %% ../../nbs/04_data.synth.ipynb #e1f6d25e
+def _sample_body(rng) -> dict:
+    "A body shape: the only identity factors that move keypoints."
+    return dict(height=_r4(rng.uniform(0.9, 1.06)), width=_r4(rng.uniform(0.85, 1.2)))
+
 def sample_identity(rng: np.random.Generator) -> Identity:
     "A random person."
     upper = _pick_color(rng, _UPPER_WEIGHTS)
@@ -190,8 +195,7 @@ def sample_identity(rng: np.random.Generator) -> Identity:
         lower_type=_pick_name(rng, LOWER_TYPES, dict(trousers=65, shorts=20, skirt=15)),
         shoe_color=_pick_color(rng, _SHOE_WEIGHTS),
         bag=_pick_name(rng, BAGS, dict(none=45, backpack=30, shoulder=25)),
-        bag_color=_pick_color(rng, _BAG_WEIGHTS),
-        height=_r4(rng.uniform(0.9, 1.06)), width=_r4(rng.uniform(0.85, 1.2)))
+        bag_color=_pick_color(rng, _BAG_WEIGHTS), **_sample_body(rng))
 
 # %% ../../nbs/04_data.synth.ipynb #42c3952e
 def make_confuser(rng: np.random.Generator, target: Identity, target_pid: int) -> Identity:
@@ -295,17 +299,37 @@ def _sample_framing(rng, camera: CameraStyle, junk: bool) -> tuple[float, float,
     if rng.random() < 0.5: return rng.uniform(0.3, 0.5), rng.uniform(-0.3, 0.3), rng.uniform(-0.3, 0)
     return rng.uniform(1.5, 2.2), rng.choice([-1, 1]) * rng.uniform(0.2, 0.45), rng.uniform(-0.1, 0.6)
 
+# %% ../../nbs/04_data.synth.ipynb #5e1a7c21
+TRAIN_PHASE = math.pi    # the walk phase narrowed poses lie around (the left leg swinging forward past the right)
+
+def _narrow(x: float, anchor: float, spread: float) -> float:
+    "`x` moved towards `anchor` to `spread` of its distance; `x` itself when `spread` is 1."
+    return x if spread == 1.0 else anchor + spread * (x - anchor)
+
+def _view_probs(camera: CameraStyle, views=None) -> np.ndarray:
+    "The camera's probabilities of VIEWS, restricted to `views` (renormalised) when given."
+    p = np.asarray(camera.view_weights) / sum(camera.view_weights)
+    if views is None: return p
+    p = np.where([v in views for v in VIEWS], p, 0.0)
+    if not p.sum() > 0: raise ValueError(f"views={views!r}: none of {VIEWS}")
+    return p / p.sum()
+
 # %% ../../nbs/04_data.synth.ipynb #d9d3d266
-def sample_nuisance(rng: np.random.Generator, camera: CameraStyle, junk: bool = False) -> Nuisance:
+def sample_nuisance(rng: np.random.Generator, camera: CameraStyle, junk: bool = False, views=None,
+                    pose_spread: float = 1.0) -> Nuisance:
     """One image's pose, framing and occluder seen by `camera`, with per-image jitter of its style.
-    `junk=True` frames the person badly (far too small, or cut by the border), as in Market-1501's junk images."""
-    view = VIEWS[int(rng.choice(4, p=np.asarray(camera.view_weights) / sum(camera.view_weights)))]
+    `junk=True` frames the person badly (far too small, or cut by the border), as in Market-1501's junk images.
+    `views` limits the view to some of VIEWS; `pose_spread` < 1 narrows the walk phase to TRAIN_PHASE ± spread·π
+    and the stride and arm swing to the low `pose_spread` share of their ranges (the same draws either way)."""
+    view = VIEWS[int(rng.choice(4, p=_view_probs(camera, views)))]
     scale, off_x, off_y = _sample_framing(rng, camera, junk)
     occ = _sample_occluder(rng, camera)
+    sp = pose_spread
     return Nuisance(
         camid=camera.camid, view=view, yaw=_r4(np.clip(rng.normal(0, 8), -20, 20)),
-        walk_phase=_r4(rng.uniform(0, 2 * math.pi)), stride=_r4(rng.uniform(0.04, 0.42)),
-        arm_swing=_r4(rng.uniform(0.05, 0.45)), scale=_r4(scale), offset_x=_r4(off_x), offset_y=_r4(off_y),
+        walk_phase=_r4(_narrow(rng.uniform(0, 2 * math.pi), TRAIN_PHASE, sp)),
+        stride=_r4(_narrow(rng.uniform(0.04, 0.42), 0.04, sp)), arm_swing=_r4(_narrow(rng.uniform(0.05, 0.45), 0.05, sp)),
+        scale=_r4(scale), offset_x=_r4(off_x), offset_y=_r4(off_y),
         background=camera.background, bg_color=camera.bg_color, bg_color2=camera.bg_color2,
         floor_color=camera.floor_color, horizon=camera.horizon, texture_scale=camera.texture_scale,
         texture_seed=camera.texture_seed, bg_shift_x=_r4(rng.uniform(0, 1)), bg_shift_y=_r4(rng.uniform(0.3, 0.7)),
@@ -909,15 +933,31 @@ def photograph(self: _Scene, kp: np.ndarray) -> RenderLayers:
     return RenderLayers(image, kp, person, parts)
 
 # %% ../../nbs/04_data.synth.ipynb #f153c6ad
-def _render(idn: Identity, nu: Nuisance, size, supersample, layers) -> RenderLayers:
+def _new_scene(idn: Identity, nu: Nuisance, size, supersample) -> _Scene:
     H, W = _check_size(size)
     s = int(supersample)
     if s < 1: raise ValueError(f"supersample={supersample!r}: must be an integer >= 1")
-    scene = _Scene(idn, nu, H, W, s)
+    return _Scene(idn, nu, H, W, s)
+
+def _render(idn: Identity, nu: Nuisance, size, supersample, layers) -> RenderLayers:
+    scene = _new_scene(idn, nu, size, supersample)
     scene.start_canvas(layers)
     scene.draw_person()
     scene.draw_occluder()
     return scene.photograph(scene.keypoints())
+
+# %% ../../nbs/04_data.synth.ipynb #5e1a7c25
+@patch
+def start_part_map(self: _Scene):
+    "Only the part map (on a 1x1 stand-in canvas): all that `keypoints` reads."
+    self.canvas, self.idmap, self.mask = Image.new("RGB", (1, 1)), Image.new("L", (self.ws, self.hs), 0), None
+    self.paint = _Painter(self.canvas, self.idmap, None)
+
+def render_keypoints(identity: Identity, nuisance: Nuisance, size=(128, 64), supersample: int = 2) -> np.ndarray:
+    "The (18, 3) keypoints `render` returns, without painting the image."
+    scene = _new_scene(identity, nuisance, size, supersample)
+    scene.start_part_map(); scene.draw_person(); scene.draw_occluder()
+    return scene.keypoints()
 
 # %% ../../nbs/04_data.synth.ipynb #3d1504f4
 def mirror_nuisance(nuisance: Nuisance) -> Nuisance:
@@ -941,7 +981,8 @@ def _check_synth_config(cfg):
     "A ValueError naming the first field of a `SynthConfig` that is out of range."
     def need(ok, what):
         if not ok: raise ValueError(f"SynthConfig: {what}")
-    for name in ("ids", "cams", "images_per_id", "seed", "distractors", "junk", "jpeg_quality", "supersample"):
+    for name in ("ids", "cams", "images_per_id", "seed", "distractors", "junk", "jpeg_quality", "supersample",
+                 "pose_bank"):
         v = getattr(cfg, name)
         need(isinstance(v, (int, np.integer)) and not isinstance(v, bool), f"{name}={v!r} must be an integer")
     need(2 <= cfg.ids <= 9999, f"ids={cfg.ids}: need 2-9999 identities (half train, half test; 4-digit pids)")
@@ -955,13 +996,33 @@ def _check_synth_config(cfg):
     need(0 <= cfg.occluder_rate <= 1, f"occluder_rate={cfg.occluder_rate}: must lie in [0, 1]")
     need(1 <= cfg.jpeg_quality <= 100, f"jpeg_quality={cfg.jpeg_quality}: must be 1-100")
     need(1 <= cfg.supersample <= 4, f"supersample={cfg.supersample}: must be 1-4")
+    need(0 <= cfg.pose_bank <= 999_999, f"pose_bank={cfg.pose_bank}: must be 0-999999 (names bank_000001...)")
     total = cfg.ids * cfg.images_per_id + cfg.distractors + cfg.junk
     need(total <= 999_999, f"{total} images: Market-1501 names number frames with 6 digits (at most 999999)")
+
+# %% ../../nbs/04_data.synth.ipynb #5e1a7c27
+def _as_views(views) -> tuple | None:
+    "`train_views` as a tuple: from None, 'front,back' or a sequence of view names."
+    if views is None: return None
+    if isinstance(views, str): views = [v.strip() for v in views.split(",") if v.strip()]
+    try: return tuple(views)
+    except TypeError: raise ValueError(f"SynthConfig: train_views={views!r}: expected view names, e.g. front,back") from None
+
+def _check_pose_options(cfg):
+    "A ValueError naming the pose-coverage option of a `SynthConfig` that is out of range."
+    v, sp = cfg.train_views, cfg.train_pose_spread
+    bad = [x for x in v or () if x not in VIEWS]
+    if bad: raise ValueError(f"SynthConfig: train_views: {bad[0]!r} is not a view (use some of {', '.join(VIEWS)})")
+    if v is not None and (not v or len(set(v)) != len(v)):
+        raise ValueError(f"SynthConfig: train_views={v!r}: name one or more different views")
+    if isinstance(sp, bool) or not isinstance(sp, (int, float)) or not 0 < sp <= 1:
+        raise ValueError(f"SynthConfig: train_pose_spread={sp!r}: must lie in (0, 1] (1: the full pose range)")
 
 # %% ../../nbs/04_data.synth.ipynb #cbbf4465
 @dataclass
 class SynthConfig:
-    "What `write_synthreid` generates (`reid-workbench synth` fills ids, cams, images_per_id, size and seed)."
+    """What `write_synthreid` generates (`reid-workbench synth` fills ids, cams, images_per_id, size, seed and the
+    three pose options)."""
     ids: int = 100                      # identities: the first half train, the rest test
     cams: int = 6                       # cameras (2-9: Market-1501 names hold one camera digit)
     images_per_id: int = 12             # images of each identity
@@ -973,11 +1034,17 @@ class SynthConfig:
     occluder_rate: float = 0.15         # mean share of occluded images
     jpeg_quality: int = 95
     supersample: int = 2
+    train_views: tuple[str, ...] | None = None  # views of the training images (None: all; e.g. 'front,back')
+    train_pose_spread: float = 1.0      # (0, 1]: share of the walk phase / stride / arm swing ranges training poses use
+    pose_bank: int = 0                  # poses in keypoints/pose_bank.csv (keypoints only, all views and poses)
 
     def __post_init__(self):
         if isinstance(self.size, str) and "x" in self.size: self.size = tuple(self.size.lower().split("x"))
         self.size = _check_size(self.size)
+        self.train_views = _as_views(self.train_views)
         _check_synth_config(self)
+        _check_pose_options(self)
+        self.train_pose_spread = float(self.train_pose_spread)
 
     @classmethod
     def tiny(cls, **overrides) -> SynthConfig:
@@ -986,6 +1053,7 @@ class SynthConfig:
 
 # %% ../../nbs/04_data.synth.ipynb #166bd5cd
 SPLIT_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
+POSE_BANK_FILE = "keypoints/pose_bank.csv"       # with SynthConfig.pose_bank > 0
 
 class _Item(NamedTuple):
     name: str
@@ -1007,10 +1075,11 @@ def _split_cameras(rng, k_images, cams) -> list[int]:
 # %% ../../nbs/04_data.synth.ipynb #56625d0f
 def _person_drafts(rng, pid, person, cams, cfg, train: bool) -> list[tuple]:
     """(split, pid, camid, identity, nuisance) of one identity's images; a test identity's first image in a camera
-    with two or more of them is its query there."""
+    with two or more of them is its query there. Training images use `cfg`'s train views and pose spread."""
+    gap = dict(views=cfg.train_views, pose_spread=cfg.train_pose_spread) if train else {}
     by_cam: dict[int, list] = {}
     for cam in _split_cameras(rng, cfg.images_per_id, cfg.cams):
-        by_cam.setdefault(cam, []).append(sample_nuisance(rng, cams[cam]))
+        by_cam.setdefault(cam, []).append(sample_nuisance(rng, cams[cam], **gap))
     if train: return [("train", pid, cam, person, nu) for cam, nus in by_cam.items() for nu in nus]
     query = {cam for cam, nus in by_cam.items() if len(nus) >= 2} or {min(by_cam)}
     return [("query" if (cam in query and j == 0) else "gallery", pid, cam, person, nu)
@@ -1134,10 +1203,12 @@ def _summary(cfg: SynthConfig, items: list[_Item]) -> dict:
                   distractor_images=sum(it.pid == 0 for it in items), junk_images=sum(it.pid < 0 for it in items),
                   confuser_ids=len({it.pid for it in items if it.identity.confuser_of >= 0 and it.pid > 0}),
                   cams=cfg.cams, images=len(items))
-    args = asdict(cfg) | {"size": list(cfg.size)}
-    return dict(generator="reid_workbench.data.synth", version=SYNTH_VERSION, args=args, counts=counts,
-                keypoints={split: f"keypoints/{folder}.csv" for split, folder in SPLIT_FOLDERS.items()},
-                factors="factors.csv")
+    views = None if cfg.train_views is None else list(cfg.train_views)
+    args = asdict(cfg) | {"size": list(cfg.size), "train_views": views}
+    out = dict(generator="reid_workbench.data.synth", version=SYNTH_VERSION, args=args, counts=counts,
+               keypoints={split: f"keypoints/{folder}.csv" for split, folder in SPLIT_FOLDERS.items()},
+               factors="factors.csv")
+    return out | ({"pose_bank": POSE_BANK_FILE} if cfg.pose_bank else {})
 
 # %% ../../nbs/04_data.synth.ipynb #1bd853ad
 def _move_into_place(tmp: Path, out: Path):
@@ -1149,12 +1220,24 @@ def _move_into_place(tmp: Path, out: Path):
         shutil.rmtree(old, ignore_errors=True)
     else: os.replace(tmp, out)
 
+# %% ../../nbs/04_data.synth.ipynb #5e1a7c2a
+def sample_pose_bank(cfg: SynthConfig, n: int | None = None) -> dict:
+    """`{"bank_000001": (18, 3) keypoints, ...}`: `n` poses (default `cfg.pose_bank`) over all views and the full pose
+    ranges, in `cfg.size` pixels; the first k poses are the same for any n >= k."""
+    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(5)[4])   # _plan uses the first four
+    cams = [replace(c, view_weights=(0.25,) * 4) for c in sample_cameras(rng, cfg.cams, occluder_rate=0.0)]
+    person, poses = sample_identity(rng), {}       # its looks hide no joint: only the body shape is drawn per pose
+    for i in range(cfg.pose_bank if n is None else n):
+        body, cam = replace(person, **_sample_body(rng)), cams[int(rng.integers(cfg.cams))]
+        poses[f"bank_{i + 1:06d}"] = render_keypoints(body, sample_nuisance(rng, cam), cfg.size, cfg.supersample)
+    return poses
+
 # %% ../../nbs/04_data.synth.ipynb #59263f48
 def write_synthreid(out, config: SynthConfig | None = None, *, overwrite: bool = False, progress: bool = True,
                     workers: int = 0, **overrides) -> tuple[Path, dict]:
     """Generate SynthReID into the folder `out` (see above); `overrides` replace fields of `config`
     (`SynthConfig()` by default). Returns the root and the summary also written to `synthreid.json`.
-    `workers > 1` renders in that many processes (same bytes)."""
+    `workers > 1` renders in that many processes (same bytes). `pose_bank > 0` also writes POSE_BANK_FILE."""
     cfg = replace(config or SynthConfig(), **overrides)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
@@ -1167,6 +1250,7 @@ def write_synthreid(out, config: SynthConfig | None = None, *, overwrite: bool =
         for folder in (*SPLIT_FOLDERS.values(), "keypoints"): (tmp / folder).mkdir()
         poses = _render_images(tmp, items, cfg, workers, progress)
         for split, folder in SPLIT_FOLDERS.items(): write_keypoints_csv(tmp / "keypoints" / f"{folder}.csv", poses[split])
+        if cfg.pose_bank: write_keypoints_csv(tmp / POSE_BANK_FILE, sample_pose_bank(cfg))
         _write_factor_table(tmp / "factors.csv", items)
         summary = _summary(cfg, items)
         (tmp / "synthreid.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -1203,3 +1287,13 @@ def rerender(root, name: str, factors=None) -> np.ndarray:
     if len(rows) != 1: raise KeyError(f"{name!r}: not in {Path(root) / 'factors.csv'}")
     identity, nuisance = factors_to_identity_nuisance(rows.iloc[0])
     return render(identity, nuisance, tuple(info["args"]["size"]), info["args"]["supersample"])[0]
+
+# %% ../../nbs/04_data.synth.ipynb #5e1a7c31
+def load_pose_bank(root) -> np.ndarray:
+    "The pose bank of the SynthReID dataset at `root`: (N, 18, 3) float32 keypoints (x, y in its image pixels, visible)."
+    p = Path(root) / POSE_BANK_FILE
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: missing - this dataset has no pose bank (write it with pose_bank=N, `reid-workbench "
+                                f"synth --pose-bank N`); the fallback is the training split's own keypoints, "
+                                f"keypoints/bounding_box_train.csv, with their narrower pose coverage")
+    return np.stack(list(read_keypoints_csv(p).values())).astype(np.float32)
