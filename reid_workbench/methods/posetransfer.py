@@ -27,9 +27,9 @@ from ..training import Stage, StepContext
 _logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['GUIDERS', 'POSE_SOURCES', 'MIN_VISIBLE_JOINTS', 'PTConfig', 'skeleton_images', 'UNetEncoder', 'up_block',
-           'SiameseUNet', 'triplet_discriminator', 'guider_ce_loss', 'guider_triplet_loss', 'augmented_id_loss',
-           'augmented_triplet_loss', 'PoseTransfer', 'source_poses']
+__all__ = ['UPSAMPLING', 'GUIDERS', 'POSE_SOURCES', 'MIN_VISIBLE_JOINTS', 'PTConfig', 'skeleton_images', 'UNetEncoder',
+           'upsampling', 'up_block', 'SiameseUNet', 'triplet_discriminator', 'guider_ce_loss', 'guider_triplet_loss',
+           'augmented_id_loss', 'augmented_triplet_loss', 'PoseTransfer', 'source_poses']
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100007
 def _paper_reid() -> dict:
@@ -37,11 +37,15 @@ def _paper_reid() -> dict:
     return dict(depth=50, head="ide", label_smoothing=0.0, triplet_weight=0.0, optimizer="sgd", lr=1e-3,
                 epochs=40, warmup_epochs=0, milestones=(30,), size=(256, 256))
 
+UPSAMPLING = ("transposed", "resize")
+
 @dataclass
 class _PTNetworks(Config):
     "The network fields of `PTConfig`: input size, G's U-Net channels, D's PatchGAN."
     size: tuple[int, int] = (256, 256)                                   # (height, width)
     unet_channels: tuple[int, ...] = (64, 128, 256, 512, 512, 512, 512, 512)   # each encoder's down blocks
+    generator_dropout: float = 0.5                                       # in the decoder's three deepest blocks
+    upsample: str = "transposed"           # "transposed" (4x4 stride-2) or "resize" (nearest x2 + 3x3 conv)
     dis_dim: int = 64
     dis_layers: int = 3
 
@@ -53,6 +57,8 @@ class _PTNetworks(Config):
         self._require(len(self.unet_channels) >= 2 and min(self.unet_channels) >= 1,
                       f"unet_channels={self.unet_channels}: at least two positive channel counts")
         self._require(self.dis_dim >= 1 and self.dis_layers >= 1, "dis_dim and dis_layers must be >= 1")
+        self._require(0 <= self.generator_dropout < 1, f"generator_dropout={self.generator_dropout} must be in [0, 1)")
+        check_choice(self, "upsample", UPSAMPLING)
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100008
 GUIDERS = ("ce", "triplet", "none")
@@ -154,22 +160,28 @@ class UNetEncoder(nn.ModuleList):
         return features
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100023
-def up_block(in_channels: int, out_channels: int, dropout: float = 0.0) -> nn.Sequential:
-    "A 4x4 stride-2 transposed conv, BatchNorm, dropout (optional), ReLU: doubles the size."
-    layers = [nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=False), nn.BatchNorm2d(out_channels)]
+def upsampling(in_channels: int, out_channels: int, mode: str = "transposed", bias: bool = False) -> nn.Module:
+    "x2 upsampling: a 4x4 stride-2 transposed conv, or nearest-neighbour resize + 3x3 conv (no checkerboard)."
+    if mode == "transposed": return nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=bias)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=bias))
+
+def up_block(in_channels: int, out_channels: int, dropout: float = 0.0, mode: str = "transposed") -> nn.Sequential:
+    "x2 upsampling, BatchNorm, dropout (optional), ReLU."
+    layers = [upsampling(in_channels, out_channels, mode), nn.BatchNorm2d(out_channels)]
     return nn.Sequential(*layers, *([nn.Dropout(dropout)] if dropout else []), nn.ReLU(inplace=True))
 
 class SiameseUNet(nn.Module):
     "G(x, s): appearance image and skeleton image (B, 3, H, W) in [-1, 1] -> image in [-1, 1]."
-    def __init__(self, channels: tuple[int, ...] = (64, 128, 256, 512, 512, 512, 512, 512), dropout: float = 0.5):
+    def __init__(self, channels: tuple[int, ...] = (64, 128, 256, 512, 512, 512, 512, 512), dropout: float = 0.5,
+                 upsample: str = "transposed"):
         super().__init__()
         self.appearance, self.skeleton = UNetEncoder(3, channels), UNetEncoder(3, channels)
         ups, c = [], 2 * channels[-1]
         for i, skip in enumerate(reversed(channels[:-1])):
-            ups.append(up_block(c, skip, dropout if i < 3 else 0.0))
+            ups.append(up_block(c, skip, dropout if i < 3 else 0.0, upsample))
             c = 3 * skip                                  # the block's output and both encoders' skips
         self.ups = nn.ModuleList(ups)
-        self.out = nn.Sequential(nn.ConvTranspose2d(c, 3, 4, 2, 1), nn.Tanh())
+        self.out = nn.Sequential(upsampling(c, 3, upsample, bias=True), nn.Tanh())
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100024
 @patch
@@ -223,7 +235,7 @@ class PoseTransfer(GANMethod):
         reid = config.reid_config()
         self._require_hard_margin(reid)
         self.guider, self.reid = Baseline(reid, num_classes), Baseline(reid, num_classes)
-        self.generator = SiameseUNet(config.unet_channels)
+        self.generator = SiameseUNet(config.unet_channels, config.generator_dropout, config.upsample)
         self.discriminator = triplet_discriminator(config.dis_dim, config.dis_layers)
         self.register_buffer("guider_ready", torch.zeros((), dtype=torch.bool))
         self.source_poses: Tensor | None = None      # (M, 18, 3) at `size`, set by prepare_stage
@@ -280,20 +292,16 @@ def _image_size(path) -> tuple[int, int]:
 
 def source_poses(dataset, size: tuple[int, int], source: str = "auto") -> Tensor:
     "The skeletons to transfer (M, 18, 3) in pixels of `size`: the pose bank or the training split's keypoints."
-    from reid_workbench.data.pose import read_keypoints_csv
-    bank = Path(dataset.root) / "keypoints" / "pose_bank.csv"
-    if source == "bank" and not bank.is_file():
-        raise FileNotFoundError(f"{bank}: no pose bank (pose_source='bank'); write one with `reid-workbench synth "
-                                f"--pose-bank N`, or use pose_source='train'")
-    if source != "train" and bank.is_file():
-        from reid_workbench.data.synth import synthreid_info
-        from_size = tuple(synthreid_info(dataset.root)["args"]["size"])
-        poses = [resize_pose(p, from_size, size) for p in read_keypoints_csv(bank).values()]
+    from reid_workbench.data.synth import POSE_BANK_FILE, load_pose_bank, synthreid_info
+    has_bank = (Path(dataset.root) / POSE_BANK_FILE).is_file()
+    if source == "bank" or (source == "auto" and has_bank):
+        bank = load_pose_bank(dataset.root)                       # one clear line when there is none
+        poses = resize_pose(bank, tuple(synthreid_info(dataset.root)["args"]["size"]), size)
     else:
         if not dataset.keypoints: raise ValueError(f"{dataset.root}: the dataset has no keypoints; PT needs poses")
-        poses = [resize_pose(dataset.keypoints[r.path], _image_size(Path(dataset.root) / r.path), size)
-                 for r in dataset.train if r.path in dataset.keypoints]
-    poses = np.stack(poses).astype(np.float32)
+        poses = np.stack([resize_pose(dataset.keypoints[r.path], _image_size(Path(dataset.root) / r.path), size)
+                          for r in dataset.train if r.path in dataset.keypoints])
+    poses = np.asarray(poses, dtype=np.float32)
     full = (poses[:, :, 2] > 0).sum(1) >= MIN_VISIBLE_JOINTS
     return torch.from_numpy(poses[full] if full.any() else poses)
 
