@@ -9,16 +9,16 @@ them (two processes need two --out files); runs are kept in --work.
     python scripts/fdgan_table1.py --data DIR --work DIR --seed 0 --rows all --out results/fdgan_table1.csv [--fig4 PNG]
     --rows takes names from ROWS (comma-separated) or "all"; --wait-stage1 waits for another process's stage I.
 """
-import argparse, json, logging, shutil, time
+import argparse, logging, shutil, time
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from reid_workbench.codes_metrics import (evaluate_disentanglement, generate_swaps, load_factors, load_test_images,
                                           swap_ground_truth)
 from reid_workbench.registry import load_trained, method_info
-from reid_workbench.runs import evaluate_run, train_run
+from reid_workbench.runs import evaluate_run
+from results_table import RowWriter, timed
 from reid_workbench.viz import image_grid, to_pil
 
 ROWS = {"FD-GAN": {}, "no sp.": dict(use_lsp=False), "no veri.": dict(use_lv=False), "no D_pd": dict(use_lpd=False),
@@ -27,12 +27,6 @@ ROWS = {"FD-GAN": {}, "no sp.": dict(use_lsp=False), "no veri.": dict(use_lv=Fal
 FIDELITY = ("recon_ssim", *(f"swap_{m}{r}{ref}" for m in ("l1", "ssim") for r in ("", "_person") for ref in ("", "_ref_a", "_ref_b")),
             "swap_mask_ssim_person", "swap_mask_ssim_person_ref_a", "swap_mask_ssim_person_ref_b",
             "swap_beats_both", "swap_beats_both_person", "appearance_effect")
-
-
-def timed(method: str, data, run: Path, **kwargs) -> float:
-    start = time.perf_counter()
-    train_run(method, data, run, progress=False, verify_images=False, **kwargs)
-    return round(time.perf_counter() - start, 1)
 
 
 def measured(run: Path, data, name: str, seed: int, seconds: float, generative: bool = True) -> dict:
@@ -76,13 +70,7 @@ def main():
     if unknown: raise SystemExit(f"--rows: unknown row(s) {unknown}; known: {list(ROWS)}")
     encoder, stage1 = args.work / f"baseline_{args.seed}", args.work / f"siamese_{args.seed}"
     done = stage1 / "stage1_done"
-    lines = args.out.with_suffix(".jsonl")
-    def emit(row):          # one JSON line per row; the CSV is rewritten from all of them (rows differ in columns)
-        line = json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
-        print(line, flush=True)
-        with open(lines, "a") as f: f.write(line + "\n")
-        rows = [json.loads(x) for x in lines.read_text().splitlines() if x.strip()]
-        pd.DataFrame(rows).to_csv(args.out, index=False, float_format="%.4f")
+    emit = RowWriter(args.out)
     if args.wait_stage1:
         while not done.is_file(): time.sleep(10)
     else:

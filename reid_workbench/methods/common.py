@@ -14,8 +14,9 @@ from ..training import Method, StepContext
 from ..registry import info_of
 
 # %% auto #0
-__all__ = ['eval_mode', 'trainable', 'running_stats_frozen', 'check_input_size', 'JointOptimizer', 'weighted_sum', 'check_choice',
-           'check_nonnegative', 'check_unit_interval', 'check_betas', 'check_milestones', 'GANMethod']
+__all__ = ['eval_mode', 'trainable', 'running_stats_frozen', 'check_input_size', 'pose_structure', 'JointOptimizer',
+           'weighted_sum', 'check_choice', 'check_nonnegative', 'check_unit_interval', 'check_betas',
+           'check_milestones', 'GANMethod']
 
 # %% ../../nbs/41_methods.common.ipynb #3666f3c2
 @contextlib.contextmanager
@@ -50,6 +51,15 @@ def check_input_size(model, images: Tensor) -> Tensor:
         raise ValueError(f"{type(model).__name__} takes {expected[0]}x{expected[1]} images (its config's size); got "
                          f"{images.shape[-2]}x{images.shape[-1]}: resize them first (the loaders and dashboards do)")
     return images
+
+# %% ../../nbs/41_methods.common.ipynb #4df2ac3c
+def pose_structure(model, images: Tensor, keypoints: Tensor | None) -> Tensor:
+    "The keypoints as `model`'s structure code (float, on the images' device), after checking the images' size."
+    if keypoints is None:
+        raise ValueError(f"{type(model).__name__}.encode needs the images' keypoints (B, 18, 3) in input pixels: the "
+                         f"structure code of a pose method is the pose, which the images alone do not give")
+    check_input_size(model, images)
+    return keypoints.to(images.device).float()
 
 # %% ../../nbs/41_methods.common.ipynb #17d23f65
 class JointOptimizer(torch.optim.Optimizer):

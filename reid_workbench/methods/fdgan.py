@@ -15,8 +15,8 @@ from ..codes import Codes
 from ..core import Config, convert_range
 from ..data.loaders import LoaderConfig
 from ..data.pose import NUM_KEYPOINTS, pose_to_heatmaps
-from .common import (GANMethod, check_betas, check_input_size, check_milestones, check_nonnegative,
-                                           check_unit_interval, eval_mode, trainable)
+from .common import (GANMethod, check_betas, check_milestones, check_nonnegative, check_unit_interval,
+                                           eval_mode, pose_structure, trainable)
 from ..models.backbones import ResNetTrunk
 from ..models.gan import ConvBlock, PatchDiscriminator, gan_g_loss
 from ..models.heads import GlobalPool, init_classifier
@@ -453,12 +453,9 @@ def embed(self: FDGAN, images: Tensor) -> Tensor:
 @patch
 def encode(self: FDGAN, images: Tensor, keypoints: Tensor | None = None) -> Codes:
     "Codes(appearance = E(x) (B, 1, D), structure = keypoints (B, 18, 3) in input pixels)."
-    if keypoints is None:
-        raise ValueError("FDGAN.encode needs the images' keypoints (B, 18, 3) in input pixels: the structure code of a "
-                         "pose method is the pose, which the images alone do not give")
-    check_input_size(self, images)
+    structure = pose_structure(self, images, keypoints)
     with eval_mode(self): features = self.encoder(images)
-    return Codes(features[:, None], keypoints.to(features.device).float(), structure_kind="keypoints")
+    return Codes(features[:, None], structure, structure_kind="keypoints")
 
 @patch
 def decode(self: FDGAN, codes: Codes) -> Tensor:

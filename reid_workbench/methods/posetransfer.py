@@ -18,8 +18,8 @@ from ..data.loaders import LoaderConfig
 from ..data.pose import draw_skeleton, resize_pose
 from ..losses import cross_entropy_lsr, pairwise_euclidean
 from .baseline import Baseline, BaselineConfig
-from .common import (GANMethod, check_betas, check_choice, check_input_size, check_nonnegative,
-                                           check_unit_interval, eval_mode, trainable)
+from .common import (GANMethod, check_betas, check_choice, check_nonnegative, check_unit_interval,
+                                           eval_mode, pose_structure, trainable)
 from ..models.gan import ConvBlock, PatchDiscriminator, gan_d_loss, gan_g_loss
 from ..registry import MethodInfo, load_trained, register_method
 from ..training import Stage, StepContext
@@ -125,8 +125,8 @@ def _tiny_reid() -> dict:
 @patch(cls_method=True)
 def tiny(cls: PTConfig, **overrides) -> PTConfig:
     "128x64, a small six-level U-Net and PatchGAN, the quickstart's baseline as the re-ID recipe: minutes on a CPU."
-    return cls(**(dict(size=(128, 64), unet_channels=(16, 32, 64, 64, 64, 64), dis_dim=16, dis_layers=3,
-                       epochs_generator=4, reid=_tiny_reid()) | overrides))
+    return cls(**(dict(size=(128, 64), unet_channels=(16, 32, 64, 64, 64, 64), generator_dropout=0.0, upsample="resize",
+                       dis_dim=16, dis_layers=3, epochs_generator=6, reid=_tiny_reid()) | overrides))
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100016
 @patch
@@ -482,11 +482,8 @@ def embed(self: PoseTransfer, images: Tensor) -> Tensor:
 @patch
 def encode(self: PoseTransfer, images: Tensor, keypoints: Tensor | None = None) -> Codes:
     "Codes(appearance = the image (B, 1, 3*H*W), structure = keypoints (B, 18, 3) in input pixels)."
-    if keypoints is None:
-        raise ValueError("PoseTransfer.encode needs the images' keypoints (B, 18, 3) in input pixels: the structure code "
-                         "of a pose method is the pose, which the images alone do not give")
-    check_input_size(self, images)
-    return Codes(images.flatten(1)[:, None].float(), keypoints.to(images.device).float(), structure_kind="keypoints")
+    structure = pose_structure(self, images, keypoints)
+    return Codes(images.flatten(1)[:, None].float(), structure, structure_kind="keypoints")
 
 @patch
 def decode(self: PoseTransfer, codes: Codes) -> Tensor:
