@@ -128,3 +128,12 @@ def test_losses_on_hand_made_inputs():
     # generated anchors only (real ones have no real positive): g0 -> (1 - 1 + 0.15), g1 -> (3 - 1 + 0.15)
     assert augmented_triplet_loss(feats, pids, flags, 0.3, 0.5).item() == pytest.approx((0.15 + 2.15) / 2)
     assert augmented_triplet_loss(feats, pids, flags, 0.3, 1.0).item() == pytest.approx((0.3 + 2.3) / 2)
+
+
+def test_a_guider_run_brings_its_own_recipe(trained, tmp_path):
+    root, work = trained
+    guider = json.loads((work / "guider" / "config.json").read_text())["method_config"]
+    cfg = PTConfig.tiny(guider_run=str(work / "guider"))
+    assert cfg.reid == guider and cfg.reid_config().epochs == guider["epochs"]
+    assert PTConfig.tiny(guider_run=str(tmp_path / "gone")).reid == PTConfig.tiny().reid      # not there: the preset's
+    assert PTConfig.from_json(cfg.to_json()) == cfg

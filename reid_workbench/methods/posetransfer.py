@@ -80,6 +80,13 @@ class _PTObjective(_PTNetworks):
         check_nonnegative(self, "lambda_l1", "beta_guider", "guider_margin")
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100009
+def _guider_recipe(run) -> dict | None:
+    "The BaselineConfig fields of the baseline run folder `run`; None when it is not there or not a baseline run."
+    path = Path(run) / "config.json"
+    if not path.is_file(): return None
+    info = json.loads(path.read_text(encoding="utf-8"))
+    return dict(info["method_config"]) if info.get("method") == "baseline" and "method_config" in info else None
+
 @dataclass
 class PTConfig(_PTObjective):
     "Pose-Transferrable ReID (Liu et al., CVPR 2018); the defaults are the paper's values (see the table above)."
@@ -101,7 +108,9 @@ class PTConfig(_PTObjective):
         check_unit_interval(self, "epsilon_generated", "margin_generated_ratio")
         plain = lambda v: [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
         self.reid = {k: plain(v) for k, v in dict(self.reid).items()}      # as JSON gives it back
-        if self.guider_run is not None: self.guider_run = str(self.guider_run)
+        if self.guider_run is not None:
+            self.guider_run = str(self.guider_run)
+            self.reid = _guider_recipe(self.guider_run) or self.reid          # the guider's own recipe, when readable
         self.reid_config()                                                   # fail now on bad fields
         self._require(self.epochs_reid is None or self.epochs_reid >= 0, f"epochs_reid={self.epochs_reid} must be >= 0")
 
