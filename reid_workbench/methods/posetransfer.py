@@ -483,10 +483,15 @@ def training_step(self: PoseTransfer, batch: dict, ctx: StepContext) -> dict[str
     return self.gan_step(batch, ctx)
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100057
+@patch(as_prop=True)
+def test_model(self: PoseTransfer) -> Baseline:
+    "The model of the test feature: the final re-ID model, or the guider when the re-ID stage has no epochs."
+    return self.reid if self.stages()[-1].epochs > 0 else self.guider
+
 @patch
 def embed(self: PoseTransfer, images: Tensor) -> Tensor:
-    "The test feature: the final re-ID model's, L2-normalised, eval mode."
-    return self.reid.embed(images)
+    "The test feature (L2-normalised, eval mode) of `test_model`."
+    return self.test_model.embed(images)
 
 @patch
 def encode(self: PoseTransfer, images: Tensor, keypoints: Tensor | None = None) -> Codes:
@@ -512,6 +517,7 @@ def sample_images(self: PoseTransfer, batch) -> Tensor | None:
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100062
 register_method(MethodInfo("pt", PTConfig, PoseTransfer, summary="pose-transferred samples: skeleton-to-image GAN with a guider",
                            structure_kind="keypoints", swap_body="a", references={"guider_run": "baseline"},
+                           quickstart=dict(guider="none", epochs_generator=3, epochs_reid=0), quickstart_order=50,
                            smoke=dict(size=(64, 32), unet_channels=(8, 8, 8, 8, 8), dis_dim=8, pairs_per_batch=4,
                                       epochs_generator=1, epochs_reid=1,
                                       reid=_tiny_reid() | dict(P=2, K=2, epochs=1, warmup_epochs=0, milestones=()))));
