@@ -9,7 +9,7 @@ and resumes it through the re-ID stage with its own N / epsilon. Rows go to --ou
 
     python scripts/pt_tables.py --data DIR --tag gap --work DIR --seed 0 --rows table --out results/pt_tables.csv
         [--baseline RUN] [--fig3 PNG]
-    --rows: names from ROWS (comma-separated), "table" (Tables 1 and 4), "sweeps" or "all".
+    --rows: groups of rows (comma-separated): "table" (Tables 1 and 4), "sweep_n", "sweep_eps", "sweeps" or "all".
 """
 import argparse, logging, shutil
 from pathlib import Path
@@ -28,7 +28,8 @@ ROWS = {UNGUIDED: ("none", dict(epsilon_generated=0.2)), GUIDED: ("ce", {}),
         "PT, N=1": ("ce", dict(n_generated=1)), "PT, N=4": ("ce", dict(n_generated=4)),
         "PT, eps=0": ("ce", dict(epsilon_generated=0.0)), "PT, eps=0.2": ("ce", dict(epsilon_generated=0.2)),
         "PT, eps=0.6": ("ce", dict(epsilon_generated=0.6))}
-GROUPS = {"table": [UNGUIDED, GUIDED], "sweeps": [r for r in ROWS if r.startswith("PT, ")]}
+GROUPS = {"table": [UNGUIDED, GUIDED], "sweep_n": ["PT, N=1", "PT, N=4"], "sweep_eps": ["PT, eps=0", "PT, eps=0.2", "PT, eps=0.6"]}
+GROUPS["sweeps"] = GROUPS["sweep_n"] + GROUPS["sweep_eps"]
 FIDELITY = ("recon_ssim", *(f"swap_{m}{r}{ref}" for m in ("l1", "ssim") for r in ("", "_person") for ref in ("", "_ref_a", "_ref_b")),
             "swap_mask_ssim_person", "swap_mask_ssim_person_ref_a", "swap_mask_ssim_person_ref_b",
             "swap_beats_both", "swap_beats_both_person", "appearance_effect")
@@ -71,9 +72,10 @@ def main():
     p.add_argument("--fig3", type=Path, default=None)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    rows = list(ROWS) if args.rows == "all" else [r for g in args.rows.split(",") for r in GROUPS.get(g.strip(), [g.strip()])]
-    unknown = [r for r in rows if r not in ROWS]
-    if unknown: raise SystemExit(f"--rows: unknown row(s) {unknown}; known: {list(ROWS)} or {list(GROUPS)}")
+    groups = [g.strip() for g in args.rows.split(",")]
+    unknown = [g for g in groups if g not in GROUPS and g != "all"]
+    if unknown: raise SystemExit(f"--rows: unknown group(s) {unknown}; known: {list(GROUPS)} or all")
+    rows = list(ROWS) if "all" in groups else list(dict.fromkeys(r for g in groups for r in GROUPS[g]))
     emit = RowWriter(args.out, data=args.tag, seed=args.seed)
     guider = args.baseline or args.work / f"baseline_{args.seed}"
     if args.baseline is None:
@@ -83,7 +85,9 @@ def main():
     generators = {}
     for kind in dict.fromkeys(ROWS[r][0] for r in rows):
         run = args.work / f"generator_{kind}_{args.seed}"
-        seconds = timed("pt", args.data, run, seed=args.seed, config_overrides=dict(guider_run=str(guider), guider=kind, epochs_reid=0))
+        if (run / "checkpoints" / "last.pt").is_file():           # another invocation's (sweeps reuse the table's)
+            seconds = float(pd.read_csv(run / "losses.csv")["seconds"].max())
+        else: seconds = timed("pt", args.data, run, seed=args.seed, config_overrides=dict(guider_run=str(guider), guider=kind, epochs_reid=0))
         dis = evaluate_disentanglement(load_trained(run), args.data, num_pairs=64)
         emit({"row": f"generator, guider {kind}", **{k: dis[k] for k in FIDELITY}, "train_s": seconds})
         generators[kind] = run
