@@ -87,6 +87,7 @@ def _guider_recipe(run) -> dict | None:
     info = json.loads(path.read_text(encoding="utf-8"))
     return dict(info["method_config"]) if info.get("method") == "baseline" and "method_config" in info else None
 
+# %% ../../nbs/46_methods.posetransfer.ipynb #a700070a
 @dataclass
 class PTConfig(_PTObjective):
     "Pose-Transferrable ReID (Liu et al., CVPR 2018); the defaults are the paper's values (see the table above)."
@@ -456,6 +457,7 @@ def generated_batch(self: PoseTransfer, index: Tensor) -> Tensor:
     images[flip] = images[flip].flip(-1)
     return convert_range(images, "unit", "imagenet")
 
+# %% ../../nbs/46_methods.posetransfer.ipynb #a7100068
 @patch
 def reid_step(self: PoseTransfer, batch: dict, ctx: StepContext) -> dict[str, float]:
     "The final model on the real batch and its generated images: eq. 8's smoothing and the margin switch."
@@ -476,6 +478,7 @@ def reid_step(self: PoseTransfer, batch: dict, ctx: StepContext) -> dict[str, fl
     accuracy = (out["logits"].detach().argmax(1) == pids).float().mean()
     return {"loss": total.item(), **{k: v.item() for k, v in losses.items()}, "acc": accuracy.item()}
 
+# %% ../../nbs/46_methods.posetransfer.ipynb #a7100069
 @patch
 def training_step(self: PoseTransfer, batch: dict, ctx: StepContext) -> dict[str, float]:
     if ctx.stage.name == "guider": return self.guider.training_step(batch, ctx)
