@@ -29,7 +29,7 @@ _logger = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['UPSAMPLING', 'GUIDERS', 'POSE_SOURCES', 'MIN_VISIBLE_JOINTS', 'PTConfig', 'skeleton_images', 'UNetEncoder',
            'upsampling', 'up_block', 'SiameseUNet', 'triplet_discriminator', 'guider_ce_loss', 'guider_triplet_loss',
-           'augmented_id_loss', 'augmented_triplet_loss', 'PoseTransfer', 'source_poses']
+           'augmented_id_loss', 'augmented_triplet_loss', 'PoseTransfer', 'source_poses', 'sweep_figure']
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100007
 def _paper_reid() -> dict:
@@ -524,3 +524,21 @@ register_method(MethodInfo("pt", PTConfig, PoseTransfer, summary="pose-transferr
                            smoke=dict(size=(64, 32), unet_channels=(8, 8, 8, 8, 8), dis_dim=8, pairs_per_batch=4,
                                       epochs_generator=1, epochs_reid=1,
                                       reid=_tiny_reid() | dict(P=2, K=2, epochs=1, warmup_epochs=0, milestones=()))));
+
+# %% ../../nbs/46_methods.posetransfer.ipynb #a7100076
+def sweep_figure(tables: "pd.DataFrame", data: str = "no gap", seed: int = 0):
+    "Plotly figure of rank-1 and mAP against N and against epsilon, from `scripts/pt_tables.py`'s rows."
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    t = tables[(tables["data"] == data) & (tables["seed"] == seed)].set_index("row")
+    pt = "PT (CE guider, N=2, eps 0.4)"
+    axes = {"N": {1: "PT, N=1", 2: pt, 4: "PT, N=4"}, "eps": {0.0: "PT, eps=0", 0.2: "PT, eps=0.2", 0.4: pt, 0.6: "PT, eps=0.6"}}
+    fig = make_subplots(1, 2, subplot_titles=("generated images per real image, N (eps 0.4)", "eps on generated images (N = 2)"))
+    for col, points in enumerate(axes.values(), start=1):
+        points = {x: r for x, r in points.items() if r in t.index}
+        for metric, colour in (("rank1", "#1f77b4"), ("mAP", "#ff7f0e")):
+            fig.add_scatter(x=list(points), y=[t.loc[r, metric] for r in points.values()], mode="lines+markers",
+                            name=metric, line_color=colour, showlegend=col == 1, row=1, col=col)
+            if "baseline (the guider)" in t.index:
+                fig.add_hline(y=t.loc["baseline (the guider)", metric], line_dash="dot", line_color=colour, row=1, col=col)
+    return fig.update_layout(height=330, width=820, title=f"PT on SynthReID ({data}, seed {seed}); dotted: the baseline")
