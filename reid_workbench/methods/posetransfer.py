@@ -521,7 +521,7 @@ def sample_images(self: PoseTransfer, batch) -> Tensor | None:
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100062
 register_method(MethodInfo("pt", PTConfig, PoseTransfer, summary="pose-transferred samples: skeleton-to-image GAN with a guider",
                            structure_kind="keypoints", swap_body="a", references={"guider_run": "baseline"},
-                           quickstart=dict(guider="none", epochs_generator=2, epochs_reid=0), quickstart_order=50,
+                           quickstart=dict(guider="none", epochs_generator=3, epochs_reid=0), quickstart_order=50,
                            smoke=dict(size=(64, 32), unet_channels=(8, 8, 8, 8, 8), dis_dim=8, pairs_per_batch=4,
                                       epochs_generator=1, epochs_reid=1,
                                       reid=_tiny_reid() | dict(P=2, K=2, epochs=1, warmup_epochs=0, milestones=()))));
