@@ -30,7 +30,8 @@ FIDELITY = ("recon_ssim", *(f"swap_{m}{r}{ref}" for m in ("l1", "ssim") for r in
 
 
 def measured(run: Path, data, name: str, seed: int, seconds: float, generative: bool = True) -> dict:
-    row = {"row": name, "seed": seed, **{k: evaluate_run(run, data)[k] for k in ("rank1", "mAP", "mINP")}}
+    scores = evaluate_run(run, data)
+    row = {"row": name, "seed": seed, **{k: scores[k] for k in ("rank1", "mAP", "mINP")}}
     if generative:
         dis = evaluate_disentanglement(load_trained(run), data, num_pairs=64)
         row |= {k: dis[k] for k in FIDELITY}

@@ -36,7 +36,8 @@ FIDELITY = ("recon_ssim", *(f"swap_{m}{r}{ref}" for m in ("l1", "ssim") for r in
 
 
 def reid_scores(run: Path, data) -> dict:
-    return {k: evaluate_run(run, data)[k] for k in ("rank1", "mAP", "mINP")}
+    scores = evaluate_run(run, data)
+    return {k: scores[k] for k in ("rank1", "mAP", "mINP")}
 
 
 def fig3(models: dict, data, path: Path, people: int = 6) -> Path:

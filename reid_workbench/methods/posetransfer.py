@@ -19,7 +19,7 @@ from ..data.pose import draw_skeleton, resize_pose
 from ..losses import cross_entropy_lsr, pairwise_euclidean
 from .baseline import Baseline, BaselineConfig
 from .common import (GANMethod, check_betas, check_choice, check_nonnegative, check_unit_interval,
-                                           eval_mode, pose_structure, trainable)
+                                           eval_mode, pose_structure, trainable, weighted_sum)
 from ..models.gan import ConvBlock, PatchDiscriminator, gan_d_loss, gan_g_loss
 from ..registry import MethodInfo, load_trained, register_method
 from ..training import Stage, StepContext
@@ -474,7 +474,7 @@ def reid_step(self: PoseTransfer, batch: dict, ctx: StepContext) -> dict[str, fl
     if reid.triplet_weight > 0:
         losses["triplet"] = augmented_triplet_loss(out["triplet_feature"], pids, generated, reid.triplet_margin,
                                                    cfg.margin_generated_ratio)
-    total = losses["id"] * reid.id_weight + losses.get("triplet", 0.0) * reid.triplet_weight
+    total = weighted_sum(losses, {"id": reid.id_weight, "triplet": reid.triplet_weight})
     ctx.step("model", total)
     accuracy = (out["logits"].detach().argmax(1) == pids).float().mean()
     return {"loss": total.item(), **{k: v.item() for k, v in losses.items()}, "acc": accuracy.item()}
