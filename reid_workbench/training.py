@@ -148,6 +148,10 @@ class Method(nn.Module):
     def prepare_stage(self, stage: Stage, dataset, run_dir: Path) -> None:
         """Called as each stage starts or resumes, before its optimizers: `dataset` is the train data's ReIDDataset
         (None for a bare loader factory). For what a stage must compute from the data first (PT's generated set)."""
+    def end_epoch(self, stage: Stage, epoch: int) -> dict[str, float]:
+        """Called after each epoch, before its checkpoint: what the method measures there (pt-GAN's validation for
+        early stopping), name -> value, logged with the epoch's losses."""
+        return {}
     def training_step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__}.training_step")
     def embed(self, images: Tensor) -> Tensor: raise NotImplementedError(f"{type(self).__name__}.embed")
@@ -820,6 +824,7 @@ def _end_epoch(self: Trainer, stage: Stage, epoch: int, sample_batch, mean_losse
     self._write_losses()
     for s in self.schedulers.values():
         if s is not None: s.step()
+    mean_losses = mean_losses | (self.method.end_epoch(stage, epoch) or {})
     if self.world_size > 1:
         with torch.no_grad(): self._broadcast(self.method.buffers())
     rng = _rng_state()

@@ -10,7 +10,8 @@ from reid_workbench.data.pose import FLIP_PERMUTATION, example_pose
 from reid_workbench.data.synth import SynthConfig, write_synthreid
 from reid_workbench.methods.fdgan import (FDGAN, FDGANConfig, FDGANDiscriminators, IdentityDiscriminator, ImageEncoder,
                                           Judged, PoseDecoder, PoseEncoder, PoseGenerator, VerificationHead,
-                                          reconstruction_loss, same_pose_loss, smoothed_d_loss, verification_loss)
+                                          reconstruction_loss, same_pose_loss, verification_loss)
+from reid_workbench.models.gan import smoothed_d_loss
 from reid_workbench.models.gan import gan_d_loss
 from reid_workbench.registry import load_trained, method_info
 from reid_workbench.runs import train_run

@@ -4,7 +4,9 @@
 
 # %% ../../nbs/42_methods.baseline.ipynb #9cdc3224
 from __future__ import annotations
+import json
 from dataclasses import dataclass
+from pathlib import Path
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -20,7 +22,7 @@ from ..registry import MethodInfo, register_method
 from ..training import Method, Stage, StepContext
 
 # %% auto #0
-__all__ = ['BaselineConfig', 'Baseline']
+__all__ = ['BASELINE_ARCHITECTURE', 'BaselineConfig', 'Baseline', 'baseline_recipe']
 
 # %% ../../nbs/42_methods.baseline.ipynb #ddab392c
 @dataclass
@@ -174,3 +176,25 @@ register_method(MethodInfo("baseline", BaselineConfig, Baseline, summary="ResNet
                            presets=("paper", "tiny", "teacher"), quickstart=dict(last_stride=2, epochs=12, milestones=(9,)),
                            quickstart_order=10,
                            smoke=dict(size=(64, 32), epochs=2, warmup_epochs=0, milestones=(), P=2, K=2)))
+
+# %% ../../nbs/42_methods.baseline.ipynb #f8d62109
+BASELINE_ARCHITECTURE = ("depth", "head", "pool", "bottleneck_dim", "last_stride", "size")
+
+def baseline_recipe(run) -> dict | None:
+    "The BaselineConfig fields of the baseline run folder `run`; None when it is not there or not a baseline run."
+    path = Path(run) / "config.json"
+    if not path.is_file(): return None
+    info = json.loads(path.read_text(encoding="utf-8"))
+    return dict(info["method_config"]) if info.get("method") == "baseline" and "method_config" in info else None
+
+@patch
+def load_run(self: Baseline, run, field: str = "run") -> None:
+    "Copy the weights of the baseline run folder `run` (named by the config field `field` in errors) into this model."
+    from reid_workbench.registry import load_trained
+    source = load_trained(run)
+    differs = [f for f in BASELINE_ARCHITECTURE
+               if getattr(getattr(source, "config", None), f, None) != getattr(self.config, f)]
+    if not isinstance(source, Baseline) or differs or source.num_classes != self.num_classes:
+        raise ValueError(f"{field}={str(run)!r}: a {type(source).__name__} run (differs in {differs or 'its identities'}); "
+                         f"it must be a baseline run of this architecture on this training split")
+    self.load_state_dict(source.state_dict())

@@ -18,7 +18,8 @@ from ..data.pose import NUM_KEYPOINTS, pose_to_heatmaps
 from .common import (GANMethod, check_betas, check_milestones, check_nonnegative, check_unit_interval,
                                            eval_mode, pose_structure, trainable)
 from ..models.backbones import ResNetTrunk
-from ..models.gan import ConvBlock, PatchDiscriminator, gan_g_loss
+from ..models.gan import (UPSAMPLING, ConvBlock, PatchDiscriminator, gan_g_loss, smoothed_d_loss,
+                                       smoothed_targets, up_block, upsampling)
 from ..models.heads import GlobalPool, init_classifier
 from ..registry import MethodInfo, load_trained, register_method
 from ..training import Stage, StepContext
@@ -26,10 +27,9 @@ from ..training import Stage, StepContext
 _logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['FDGANConfig', 'ImageEncoder', 'VerificationHead', 'PoseEncoder', 'up_block', 'PoseDecoder', 'PoseGenerator',
-           'IdentityDiscriminator', 'Judged', 'FDGANDiscriminators', 'verification_loss', 'smoothed_targets',
-           'smoothed_d_loss', 'branch_sum', 'l1_distance', 'reconstruction_loss', 'same_pose_loss', 'FDGAN',
-           'linear_decay']
+__all__ = ['FDGANConfig', 'ImageEncoder', 'VerificationHead', 'PoseEncoder', 'PoseDecoder', 'PoseGenerator',
+           'IdentityDiscriminator', 'Judged', 'FDGANDiscriminators', 'verification_loss', 'branch_sum', 'l1_distance',
+           'reconstruction_loss', 'same_pose_loss', 'FDGAN', 'linear_decay']
 
 # %% ../../nbs/45_methods.fdgan.ipynb #efe81d58
 @dataclass
@@ -44,6 +44,7 @@ class _FDGANNetworks(Config):
     pose_channels: tuple[int, ...] = (64, 128, 256, 512, 512)        # the pose encoder's five down blocks
     generator_channels: tuple[int, ...] = (512, 512, 256, 128, 64)   # G's first map and four up blocks; a fifth gives RGB
     generator_dropout: float = 0.5
+    upsample: str = "transposed"             # G's up blocks: "transposed" (the paper) or "resize" (no checkerboard)
     pose_dis_dim: int = 64
     pose_dis_layers: int = 3
 
@@ -57,6 +58,7 @@ class _FDGANNetworks(Config):
              f"pose_channels={self.pose_channels} and generator_channels={self.generator_channels} must list 5 channel counts")
         need(min(self.noise_dim, self.pose_dim, self.pose_dis_dim, self.pose_dis_layers) >= 1, "dimensions must be >= 1")
         need(0 <= self.generator_dropout < 1, f"generator_dropout={self.generator_dropout} must be in [0, 1)")
+        need(self.upsample in UPSAMPLING, f"upsample={self.upsample!r} must be one of {list(UPSAMPLING)}")
 
 # %% ../../nbs/45_methods.fdgan.ipynb #9c4dbbe8
 @dataclass
@@ -178,31 +180,26 @@ class PoseEncoder(nn.Sequential):
         super().__init__(*layers)
 
 # %% ../../nbs/45_methods.fdgan.ipynb #8c41c622
-def up_block(in_channels: int, out_channels: int, dropout: float = 0.0) -> nn.Sequential:
-    "One x2 upsampling block of G: 4x4 stride-2 transposed conv, BN, dropout, ReLU."
-    layers = [nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=False), nn.BatchNorm2d(out_channels)]
-    if dropout: layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*layers, nn.ReLU(inplace=True))
-
 class PoseDecoder(nn.Sequential):
     "[E(x), pose code, noise] (B, D) -> image (B, 3, H, W) in [-1, 1]: a (H/32, W/32) map, then five x2 up blocks."
-    def __init__(self, in_dim: int, size: tuple[int, int], channels=(512, 512, 256, 128, 64), dropout: float = 0.5):
+    def __init__(self, in_dim: int, size: tuple[int, int], channels=(512, 512, 256, 128, 64), dropout: float = 0.5,
+                 upsample: str = "transposed"):
         first = nn.Sequential(nn.Unflatten(1, (in_dim, 1, 1)),
                               nn.ConvTranspose2d(in_dim, channels[0], (size[0] // 32, size[1] // 32), bias=False),
                               nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True))
-        ups = [up_block(channels[i], channels[i + 1], dropout) for i in range(4)]
-        last = nn.Sequential(nn.ConvTranspose2d(channels[-1], 3, 4, 2, 1), nn.Tanh())
+        ups = [up_block(channels[i], channels[i + 1], dropout, upsample) for i in range(4)]
+        last = nn.Sequential(upsampling(channels[-1], 3, upsample, bias=True), nn.Tanh())
         super().__init__(first, *ups, last)
 
 # %% ../../nbs/45_methods.fdgan.ipynb #4822d2bb
 class PoseGenerator(nn.Module):
     "G: G(E(x), heatmaps, noise) = decoder([E(x), pose_encoder(heatmaps), noise])."
     def __init__(self, feature_dim: int, size: tuple[int, int], pose_channels=(64, 128, 256, 512, 512), pose_dim: int = 128,
-                 noise_dim: int = 256, channels=(512, 512, 256, 128, 64), dropout: float = 0.5):
+                 noise_dim: int = 256, channels=(512, 512, 256, 128, 64), dropout: float = 0.5, upsample: str = "transposed"):
         super().__init__()
         self.feature_dim, self.noise_dim = feature_dim, noise_dim
         self.pose_encoder = PoseEncoder(size, pose_channels, pose_dim)
-        self.decoder = PoseDecoder(feature_dim + pose_dim + noise_dim, size, channels, dropout)
+        self.decoder = PoseDecoder(feature_dim + pose_dim + noise_dim, size, channels, dropout, upsample)
 
     def forward(self, features: Tensor, heatmaps: Tensor, noise: Tensor | None = None) -> Tensor:
         "Images in [-1, 1]; `noise` None: zeros."
@@ -247,15 +244,6 @@ def verification_loss(logits: Tensor, same: Tensor) -> Tensor:
     "L_v (eq. 1): binary cross-entropy of V's logits against 1 (same person) / 0."
     return F.binary_cross_entropy_with_logits(logits.float(), same.float())
 
-def smoothed_targets(like: Tensor, label_range: tuple[float, float]) -> Tensor:
-    "Targets drawn uniformly from `label_range`, shaped like `like` (label smoothing of D)."
-    low, high = label_range
-    return low + (high - low) * torch.rand_like(like, dtype=torch.float32)
-
-def smoothed_d_loss(real: Tensor, fake: Tensor, real_range=(0.7, 1.0), fake_range=(0.0, 0.3)) -> Tensor:
-    "A discriminator's sigmoid cross-entropy on real and fake logits with smoothed targets."
-    bce = F.binary_cross_entropy_with_logits
-    return (bce(real.float(), smoothed_targets(real, real_range)) + bce(fake.float(), smoothed_targets(fake, fake_range)))
 
 # %% ../../nbs/45_methods.fdgan.ipynb #bfb61625
 def branch_sum(loss, *stacked: Tensor) -> Tensor:
@@ -284,7 +272,7 @@ class FDGAN(GANMethod):
         self.encoder = ImageEncoder(cfg.depth, cfg.pretrained)
         self.verifier = VerificationHead(self.encoder.dim)
         self.generator = PoseGenerator(self.encoder.dim, cfg.size, cfg.pose_channels, cfg.pose_dim, cfg.noise_dim,
-                                       cfg.generator_channels, cfg.generator_dropout)
+                                       cfg.generator_channels, cfg.generator_dropout, cfg.upsample)
         self.discriminator = FDGANDiscriminators(cfg.depth, cfg.pose_dis_dim, cfg.pose_dis_layers,
                                                  self.encoder if cfg.share_encoder else None)
         self.register_buffer("identity_initialised", torch.zeros((), dtype=torch.bool))

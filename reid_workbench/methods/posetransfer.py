@@ -17,27 +17,25 @@ from ..core import Config, atomic_write_text, convert_range
 from ..data.loaders import LoaderConfig
 from ..data.pose import draw_skeleton, resize_pose
 from ..losses import cross_entropy_lsr, pairwise_euclidean
-from .baseline import Baseline, BaselineConfig
+from .baseline import Baseline, BaselineConfig, baseline_recipe
 from .common import (GANMethod, check_betas, check_choice, check_nonnegative, check_unit_interval,
                                            eval_mode, pose_structure, trainable, weighted_sum)
-from ..models.gan import ConvBlock, PatchDiscriminator, gan_d_loss, gan_g_loss
-from ..registry import MethodInfo, load_trained, register_method
+from ..models.gan import UPSAMPLING, ConvBlock, PatchDiscriminator, gan_d_loss, gan_g_loss, up_block, upsampling
+from ..registry import MethodInfo, register_method
 from ..training import Stage, StepContext
 
 _logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['UPSAMPLING', 'GUIDERS', 'POSE_SOURCES', 'MIN_VISIBLE_JOINTS', 'PTConfig', 'skeleton_images', 'UNetEncoder',
-           'upsampling', 'up_block', 'SiameseUNet', 'triplet_discriminator', 'guider_ce_loss', 'guider_triplet_loss',
-           'augmented_id_loss', 'augmented_triplet_loss', 'PoseTransfer', 'source_poses', 'sweep_figure']
+__all__ = ['GUIDERS', 'POSE_SOURCES', 'MIN_VISIBLE_JOINTS', 'PTConfig', 'skeleton_images', 'UNetEncoder', 'SiameseUNet',
+           'triplet_discriminator', 'guider_ce_loss', 'guider_triplet_loss', 'augmented_id_loss',
+           'augmented_triplet_loss', 'PoseTransfer', 'source_poses', 'sweep_figure']
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100007
 def _paper_reid() -> dict:
     "The paper's R-CE: ResNet-50 (ImageNet), IDE head, cross-entropy only, SGD lr 0.001 -> 0.0001 after 30 epochs."
     return dict(depth=50, head="ide", label_smoothing=0.0, triplet_weight=0.0, optimizer="sgd", lr=1e-3,
                 epochs=40, warmup_epochs=0, milestones=(30,), size=(256, 256))
-
-UPSAMPLING = ("transposed", "resize")
 
 @dataclass
 class _PTNetworks(Config):
@@ -79,14 +77,6 @@ class _PTObjective(_PTNetworks):
         check_choice(self, "guider", GUIDERS); check_choice(self, "pose_source", POSE_SOURCES)
         check_nonnegative(self, "lambda_l1", "beta_guider", "guider_margin")
 
-# %% ../../nbs/46_methods.posetransfer.ipynb #a7100009
-def _guider_recipe(run) -> dict | None:
-    "The BaselineConfig fields of the baseline run folder `run`; None when it is not there or not a baseline run."
-    path = Path(run) / "config.json"
-    if not path.is_file(): return None
-    info = json.loads(path.read_text(encoding="utf-8"))
-    return dict(info["method_config"]) if info.get("method") == "baseline" and "method_config" in info else None
-
 # %% ../../nbs/46_methods.posetransfer.ipynb #a700070a
 @dataclass
 class PTConfig(_PTObjective):
@@ -111,7 +101,7 @@ class PTConfig(_PTObjective):
         self.reid = {k: plain(v) for k, v in dict(self.reid).items()}      # as JSON gives it back
         if self.guider_run is not None:
             self.guider_run = str(self.guider_run)
-            self.reid = _guider_recipe(self.guider_run) or self.reid          # the guider's own recipe, when readable
+            self.reid = baseline_recipe(self.guider_run) or self.reid          # the guider's own recipe, when readable
         self.reid_config()                                                   # fail now on bad fields
         self._require(self.epochs_reid is None or self.epochs_reid >= 0, f"epochs_reid={self.epochs_reid} must be >= 0")
 
@@ -170,16 +160,6 @@ class UNetEncoder(nn.ModuleList):
         return features
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100023
-def upsampling(in_channels: int, out_channels: int, mode: str = "transposed", bias: bool = False) -> nn.Module:
-    "x2 upsampling: a 4x4 stride-2 transposed conv, or nearest-neighbour resize + 3x3 conv (no checkerboard)."
-    if mode == "transposed": return nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=bias)
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=bias))
-
-def up_block(in_channels: int, out_channels: int, dropout: float = 0.0, mode: str = "transposed") -> nn.Sequential:
-    "x2 upsampling, BatchNorm, dropout (optional), ReLU."
-    layers = [upsampling(in_channels, out_channels, mode), nn.BatchNorm2d(out_channels)]
-    return nn.Sequential(*layers, *([nn.Dropout(dropout)] if dropout else []), nn.ReLU(inplace=True))
-
 class SiameseUNet(nn.Module):
     "G(x, s): appearance image and skeleton image (B, 3, H, W) in [-1, 1] -> image in [-1, 1]."
     def __init__(self, channels: tuple[int, ...] = (64, 128, 256, 512, 512, 512, 512, 512), dropout: float = 0.5,
@@ -276,20 +256,11 @@ def frozen_modules(self: PoseTransfer, stage: Stage) -> list[nn.Module]:
     return others[stage.name]
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100039
-_ARCHITECTURE = ("depth", "head", "pool", "bottleneck_dim", "last_stride", "size")
-
 @patch
 def load_guider(self: PoseTransfer) -> bool:
     "Load R from `guider_run` once; True when it did. A run of another architecture or dataset is one clear error."
-    run = self.config.guider_run
-    if run is None or bool(self.guider_ready): return False
-    source = load_trained(run)
-    mine = self.guider.config
-    differs = [f for f in _ARCHITECTURE if getattr(getattr(source, "config", None), f, None) != getattr(mine, f)]
-    if not isinstance(source, Baseline) or differs or source.num_classes != self.num_classes:
-        raise ValueError(f"guider_run={run!r}: a {type(source).__name__} run (differs in {differs or 'its identities'}); "
-                         f"the guider must be a baseline run of PTConfig.reid's architecture on this training split")
-    self.guider.load_state_dict(source.state_dict())
+    if self.config.guider_run is None or bool(self.guider_ready): return False
+    self.guider.load_run(self.config.guider_run, "guider_run")
     self.guider_ready.fill_(True)
     return True
 

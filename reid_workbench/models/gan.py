@@ -13,9 +13,10 @@ from fastcore.basics import patch
 from ..core import convert_range
 
 # %% auto #0
-__all__ = ['RGB_TO_GRAY', 'GAN_LOSSES', 'rgb_to_gray', 'norm_layer', 'activation_layer', 'ConvBlock', 'ResBlock', 'AdaIN2d',
-           'AdaINResBlock', 'MLP', 'AdaINDecoder', 'PatchDiscriminator', 'MultiScaleDiscriminator', 'gan_d_loss',
-           'gan_g_loss', 'r1_penalty', 'frozen_parameters']
+__all__ = ['RGB_TO_GRAY', 'GAN_LOSSES', 'UPSAMPLING', 'rgb_to_gray', 'norm_layer', 'activation_layer', 'ConvBlock', 'ResBlock',
+           'AdaIN2d', 'AdaINResBlock', 'MLP', 'AdaINDecoder', 'PatchDiscriminator', 'MultiScaleDiscriminator',
+           'gan_d_loss', 'gan_g_loss', 'r1_penalty', 'upsampling', 'up_block', 'smoothed_targets', 'smoothed_d_loss',
+           'frozen_parameters']
 
 # %% ../../nbs/12_models.gan.ipynb #22d146a1
 RGB_TO_GRAY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights
@@ -212,6 +213,33 @@ def r1_penalty(real_outputs, real_images: Tensor, reduction: str = "sum") -> Ten
     score = sum(reduce(o.float(), tuple(range(1, o.dim()))).sum() for o in _as_list(real_outputs))
     (grad,) = torch.autograd.grad(score, real_images, create_graph=True)
     return grad.float().pow(2).flatten(1).sum(1).mean()
+
+# %% ../../nbs/12_models.gan.ipynb #6272b11c
+UPSAMPLING = ("transposed", "resize")
+
+def upsampling(in_channels: int, out_channels: int, mode: str = "transposed", bias: bool = False) -> nn.Module:
+    "x2 upsampling: a 4x4 stride-2 transposed conv, or nearest-neighbour resize + 3x3 conv (no checkerboard)."
+    if mode not in UPSAMPLING: raise ValueError(f"upsampling mode {mode!r}: choose one of {list(UPSAMPLING)}")
+    if mode == "transposed": return nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=bias)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=bias))
+
+def up_block(in_channels: int, out_channels: int, dropout: float = 0.0, mode: str = "transposed",
+             activation: str = "relu") -> nn.Sequential:
+    "x2 upsampling, BatchNorm, dropout (optional), ReLU (or LeakyReLU 0.2 with `activation='lrelu'`)."
+    act = nn.ReLU(inplace=True) if activation == "relu" else nn.LeakyReLU(0.2, inplace=True)
+    layers = [upsampling(in_channels, out_channels, mode), nn.BatchNorm2d(out_channels)]
+    return nn.Sequential(*layers, *([nn.Dropout(dropout)] if dropout else []), act)
+
+# %% ../../nbs/12_models.gan.ipynb #d809add0
+def smoothed_targets(like: Tensor, label_range: tuple[float, float]) -> Tensor:
+    "Targets drawn uniformly from `label_range`, shaped like `like` (label smoothing of D)."
+    low, high = label_range
+    return low + (high - low) * torch.rand_like(like, dtype=torch.float32)
+
+def smoothed_d_loss(real: Tensor, fake: Tensor, real_range=(0.7, 1.0), fake_range=(0.0, 0.3)) -> Tensor:
+    "A discriminator's sigmoid cross-entropy on real and fake logits with smoothed targets."
+    bce = F.binary_cross_entropy_with_logits
+    return (bce(real.float(), smoothed_targets(real, real_range)) + bce(fake.float(), smoothed_targets(fake, fake_range)))
 
 # %% ../../nbs/12_models.gan.ipynb #3a5340e6
 class frozen_parameters:
