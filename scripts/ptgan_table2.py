@@ -4,7 +4,8 @@ rank-1 / mAP / mINP with and without k-reciprocal re-ranking, F_R2 alone (the ba
 One generator run per seed (F_R2 = `--baseline`, fusion off) is trained and measured for pose-transfer fidelity; each
 row is then a pt-GAN run with `generator_run` = that run: the row's pose clustering, the FusionNet inputs of the
 training split and FusionNet. Test features are extracted once per row (K generated images per query and gallery
-image, flipped too) and scored with and without re-ranking; the cost of the extraction is in the row."""
+image; no flip averaging, for every row) and scored with and without re-ranking; the cost of the extraction is
+in the row."""
 import argparse, logging
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def scores(run: Path, data) -> dict:
     "rank-1 / mAP / mINP of the run's test feature without and with re-ranking (features extracted once), its cost."
     model, dataset = load_trained(run), load_dataset(data)
     loaders = build_test_loaders(dataset, LoaderConfig(transform=info_of(model).test_transform(model.config)))
-    (qf, qp, qc), (gf, gp, gc) = (extract_features(model.embed, loader, flip=True) for loader in loaders)
+    (qf, qp, qc), (gf, gp, gc) = (extract_features(model.embed, loader, flip=False) for loader in loaders)
     out = {}
     for rerank in (False, True):
         s = evaluate_rank(retrieval_distances(qf, gf, "euclidean", rerank), qp, gp, qc, gc, max_rank=10)

@@ -6,17 +6,19 @@
 from __future__ import annotations
 import contextlib
 from collections import OrderedDict
+import numpy as np
 import torch
 from torch import Tensor, nn
 from fastcore.basics import patch
+from ..core import convert_range
 from ..models.gan import frozen_parameters
 from ..training import Method, StepContext
 from ..registry import info_of
 
 # %% auto #0
-__all__ = ['eval_mode', 'trainable', 'running_stats_frozen', 'check_input_size', 'pose_structure', 'JointOptimizer',
-           'weighted_sum', 'check_choice', 'check_nonnegative', 'check_unit_interval', 'check_betas',
-           'check_milestones', 'GANMethod']
+__all__ = ['eval_mode', 'trainable', 'running_stats_frozen', 'check_input_size', 'pose_estimator', 'estimate_keypoints',
+           'pose_structure', 'JointOptimizer', 'weighted_sum', 'check_choice', 'check_nonnegative',
+           'check_unit_interval', 'check_betas', 'check_milestones', 'GANMethod']
 
 # %% ../../nbs/41_methods.common.ipynb #3666f3c2
 @contextlib.contextmanager
@@ -53,12 +55,33 @@ def check_input_size(model, images: Tensor) -> Tensor:
     return images
 
 # %% ../../nbs/41_methods.common.ipynb #4df2ac3c
+_estimator = None
+
+def pose_estimator():
+    "The optional MediaPipe pose estimator (one per process), or None when mediapipe is not installed."
+    global _estimator
+    if _estimator is None:
+        from reid_workbench.data.pose import MediapipePoseEstimator
+        try: _estimator = MediapipePoseEstimator()
+        except ImportError: return None
+    return _estimator
+
+def estimate_keypoints(images: Tensor, image_range: str = "imagenet") -> Tensor | None:
+    "Keypoints (B, 18, 3) in input pixels of images (B, 3, H, W) in `image_range`, or None without the estimator."
+    estimator = pose_estimator()
+    if estimator is None: return None
+    pixels = convert_range(images.detach().float(), image_range, "unit", clamp=True).mul(255).round().byte()
+    return torch.from_numpy(np.stack([estimator(p) for p in pixels.permute(0, 2, 3, 1).cpu().numpy()]))
+
 def pose_structure(model, images: Tensor, keypoints: Tensor | None) -> Tensor:
-    "The keypoints as `model`'s structure code (float, on the images' device), after checking the images' size."
-    if keypoints is None:
-        raise ValueError(f"{type(model).__name__}.encode needs the images' keypoints (B, 18, 3) in input pixels: the "
-                         f"structure code of a pose method is the pose, which the images alone do not give")
+    "The keypoints (estimated when None and the estimator is installed) as `model`'s structure code, float, on the images' device."
     check_input_size(model, images)
+    if keypoints is None:
+        keypoints = estimate_keypoints(images, info_of(model).normalization)
+        if keypoints is None:
+            raise ValueError(f"{type(model).__name__}.encode needs the images' keypoints (B, 18, 3) in input pixels: the "
+                             f"structure code of a pose method is the pose, which the images alone do not give (pass "
+                             f"them, or install the optional estimator: pip install reid-workbench[pose])")
     return keypoints.to(images.device).float()
 
 # %% ../../nbs/41_methods.common.ipynb #17d23f65
