@@ -75,6 +75,8 @@ def evaluate_run(run_dir, data=None, rerank: bool = False, metric: str = "euclid
               "mINP": float(scores["mINP"]), "rerank": rerank, "rescore_top": rescore_top, "metric": metric, "method": info["method"],
               "num_query": len(dataset.query), "num_gallery": len(dataset.gallery),
               "seconds": round(time.perf_counter() - start, 2)}
+    if getattr(model, "feature_cost", None):          # a feature that generates images (pt-GAN) reports what that cost
+        result["feature_cost"] = dict(model.feature_cost)
     name = "evaluation" + ("_rerank" if rerank else "") + (f"_rescore{rescore_top}" if rescore_top else "") + ".json"
     try: atomic_write_text(run_dir / name, json.dumps(result, indent=2))
     except OSError as e: result["not_saved"] = f"{e.filename or run_dir}: {e.strerror or e}"   # a read-only run folder

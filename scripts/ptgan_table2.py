@@ -44,29 +44,65 @@ def scores(run: Path, data) -> dict:
     return out
 
 
+def fusions(run: Path, data) -> list[dict]:
+    """What the K generated views add, from the run's own FusionNet inputs of the test images: rank-1 / mAP / mINP of
+    the input's F_R2 feature alone, the mean of the K generated views' features, the mean of all K + 1, FusionNet."""
+    import torch.nn.functional as F
+    model, dataset = load_trained(run), load_dataset(data)
+    loaders = build_test_loaders(dataset, LoaderConfig(transform=info_of(model).test_transform(model.config)))
+    ways = {"F_R2(x) alone": lambda t: t[:, 0], "mean of the K generated": lambda t: t[:, 1:].mean(1),
+            "mean of x and the K generated": lambda t: t.mean(1),
+            "FusionNet": lambda t: model.best_fusion.eval().features(t)}
+    parts = []
+    for loader in loaders:
+        inputs, pids, cams = [], [], []
+        for batch in loader:
+            inputs.append(model.fusion_inputs(batch["image"])); pids.append(batch["pid"]); cams.append(batch["camid"])
+        parts.append((torch.cat(inputs), torch.cat(pids).numpy(), torch.cat(cams).numpy()))
+    (qi, qp, qc), (gi, gp, gc) = parts
+    rows = []
+    with torch.no_grad():
+        for name, way in ways.items():
+            qf, gf = F.normalize(way(qi), dim=1), F.normalize(way(gi), dim=1)
+            s = evaluate_rank(retrieval_distances(qf, gf, "euclidean", False), qp, gp, qc, gc, max_rank=10)
+            rows.append({"row": f"{run.name}: {name}", "rank1": float(s["cmc"][0]), "mAP": float(s["mAP"]), "mINP": float(s["mINP"])})
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--baseline", type=Path, required=True, help="F_R2: a quickstart-recipe baseline run of this seed")
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rows", default="all", help="'all', or row names separated by ';' (e.g. 'full-body GMM-12')")
+    p.add_argument("--rows", default="all", help="'all', 'full-body', 'per-joint', or row names separated by ';' "
+                                                 "(e.g. 'full-body GMM-12'), run in the order given")
+    p.add_argument("--skip-baseline", action="store_true", help="leave out the F_R2 row (another invocation has it)")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--fusions", type=Path, nargs="*", default=[], help="runs to take apart (see `fusions`) instead")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    rows = list(ROWS) if args.rows == "all" else [r.strip() for r in args.rows.split(";")]
+    groups = {"all": list(ROWS), **{c: [r for r in ROWS if r.startswith(c)] for c in CRITERIA}}
+    rows = [r for part in args.rows.split(";") for r in groups.get(part.strip(), [part.strip()])]
     unknown = [r for r in rows if r not in ROWS]
     if unknown: raise SystemExit(f"--rows: unknown row(s) {unknown}; known: {list(ROWS)}")
     emit = RowWriter(args.out, seed=args.seed)
-    emit({"row": "F_R2 alone (baseline)", **scores(args.baseline, args.data),
-          "train_s": float(pd.read_csv(args.baseline / "losses.csv")["seconds"].max())})
+    if args.fusions:
+        for run in args.fusions:
+            for row in fusions(run, args.data): emit(row)
+        return
+    done = set(pd.read_csv(args.out)["row"]) if args.out.is_file() else set()     # rows of an interrupted invocation
+    if not args.skip_baseline and "F_R2 alone (baseline)" not in done:
+        emit({"row": "F_R2 alone (baseline)", **scores(args.baseline, args.data),
+              "train_s": float(pd.read_csv(args.baseline / "losses.csv")["seconds"].max())})
     generator = args.work / f"generator_{args.seed}"
     if (generator / "checkpoints" / "last.pt").is_file(): seconds = float(pd.read_csv(generator / "losses.csv")["seconds"].max())
     else: seconds = timed("ptgan", args.data, generator, seed=args.seed, preset="tiny",
                           config_overrides=dict(reid_run=str(args.baseline), fusion_epochs=0))
-    dis = evaluate_disentanglement(load_trained(generator), args.data, num_pairs=64)
-    emit({"row": "generator (pose transfer)", **{k: dis[k] for k in FIDELITY}, "train_s": seconds})
-    for name in rows:
+    if "generator (pose transfer)" not in done and not args.skip_baseline:
+        dis = evaluate_disentanglement(load_trained(generator), args.data, num_pairs=64)
+        emit({"row": "generator (pose transfer)", **{k: dis[k] for k in FIDELITY}, "train_s": seconds})
+    for name in (r for r in rows if r not in done):
         run = args.work / f"{name.replace(' ', '_')}_{args.seed}"
         seconds = timed("ptgan", args.data, run, seed=args.seed, preset="tiny",
                         config_overrides=dict(generator_run=str(generator)) | ROWS[name])

@@ -107,3 +107,14 @@ def test_modules_and_losses():
     assert class_loss(torch.tensor([[10.0, -10.0]]), torch.tensor([0])) < 1e-3
     fusion = FusionNet(4, 2, 3)
     assert fusion(torch.randn(5, 3, 4)).shape == (5, 3)
+
+
+def test_evaluation_reports_the_cost_of_generating(trained):
+    from reid_workbench.runs import evaluate_run
+    root, work = trained
+    result = evaluate_run(work / "ptgan", root, flip=False)
+    ds = load_dataset(root)
+    cost = result["feature_cost"]
+    assert cost["images"] == len(ds.query) + len(ds.gallery)
+    assert cost["generated"] == cost["images"] * SMOKE["num_poses"] and cost["seconds"] > 0
+    assert "feature_cost" not in evaluate_run(work / "reid", root, flip=False)

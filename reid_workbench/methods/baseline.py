@@ -22,7 +22,7 @@ from ..registry import MethodInfo, register_method
 from ..training import Method, Stage, StepContext
 
 # %% auto #0
-__all__ = ['BASELINE_ARCHITECTURE', 'BaselineConfig', 'Baseline', 'baseline_recipe']
+__all__ = ['QUICKSTART_OVERRIDES', 'BASELINE_ARCHITECTURE', 'BaselineConfig', 'quickstart_recipe', 'Baseline', 'baseline_recipe']
 
 # %% ../../nbs/42_methods.baseline.ipynb #ddab392c
 @dataclass
@@ -94,6 +94,13 @@ def tiny(cls: BaselineConfig, **overrides) -> BaselineConfig:
     "ResNet-18 at 128x64 from random weights, 8 x 4 batches, a few epochs: minutes on a CPU with SynthReID."
     return cls(**(dict(depth=18, pretrained=False, size=(128, 64), P=8, K=4, lr=1e-3, epochs=8, warmup_epochs=1,
                        milestones=(6,)) | overrides))
+
+QUICKSTART_OVERRIDES = dict(last_stride=2, epochs=12, milestones=(9,))
+
+def quickstart_recipe() -> dict:
+    """The quickstart's baseline as BaselineConfig fields (`tiny` with last stride 2, 12 epochs, lr drop after 9; the
+    input size left to the caller): the recipe of PT's guider and of pt-GAN's F_R2 in their tiny presets."""
+    return dict(depth=18, pretrained=False, P=8, K=4, lr=1e-3, warmup_epochs=1, **QUICKSTART_OVERRIDES)
 
 # %% ../../nbs/42_methods.baseline.ipynb #85aa67e6
 @patch
@@ -173,7 +180,7 @@ def training_step(self: Baseline, batch: dict, ctx: StepContext) -> dict[str, fl
     return {"loss": losses.pop("total").item(), **{k: v.item() for k, v in losses.items()}, "acc": accuracy.item()}
 
 register_method(MethodInfo("baseline", BaselineConfig, Baseline, summary="ResNet + IDE/BNNeck heads, LSR CE + batch-hard triplet",
-                           presets=("paper", "tiny", "teacher"), quickstart=dict(last_stride=2, epochs=12, milestones=(9,)),
+                           presets=("paper", "tiny", "teacher"), quickstart=QUICKSTART_OVERRIDES,
                            quickstart_order=10,
                            smoke=dict(size=(64, 32), epochs=2, warmup_epochs=0, milestones=(), P=2, K=2)))
 

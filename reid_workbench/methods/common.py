@@ -17,8 +17,8 @@ from ..registry import info_of
 
 # %% auto #0
 __all__ = ['eval_mode', 'trainable', 'running_stats_frozen', 'check_input_size', 'pose_estimator', 'estimate_keypoints',
-           'pose_structure', 'JointOptimizer', 'weighted_sum', 'check_choice', 'check_nonnegative',
-           'check_unit_interval', 'check_betas', 'check_milestones', 'GANMethod']
+           'pose_structure', 'pose_transfer_samples', 'JointOptimizer', 'weighted_sum', 'check_choice',
+           'check_nonnegative', 'check_unit_interval', 'check_betas', 'check_milestones', 'GANMethod']
 
 # %% ../../nbs/41_methods.common.ipynb #3666f3c2
 @contextlib.contextmanager
@@ -83,6 +83,14 @@ def pose_structure(model, images: Tensor, keypoints: Tensor | None) -> Tensor:
                              f"structure code of a pose method is the pose, which the images alone do not give (pass "
                              f"them, or install the optional estimator: pip install reid-workbench[pose])")
     return keypoints.to(images.device).float()
+
+# %% ../../nbs/41_methods.common.ipynb #2a63978a
+@torch.no_grad()
+def pose_transfer_samples(model, batch) -> Tensor | None:
+    "Three rows over up to 8 pairs of a pair batch: appearance image, real image of the target pose, model's transfer."
+    if not isinstance(batch, dict) or "anchor" not in batch or "keypoints" not in batch["other"]: return None
+    a, o = batch["anchor"]["image"][:8], batch["other"]["image"][:8]
+    return torch.cat([a, o, model.decode(model.encode(a, batch["other"]["keypoints"][:8]))])
 
 # %% ../../nbs/41_methods.common.ipynb #17d23f65
 class JointOptimizer(torch.optim.Optimizer):

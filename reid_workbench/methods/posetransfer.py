@@ -17,9 +17,9 @@ from ..core import Config, atomic_write_text, convert_range
 from ..data.loaders import LoaderConfig
 from ..data.pose import draw_skeleton, resize_pose
 from ..losses import cross_entropy_lsr, pairwise_euclidean
-from .baseline import Baseline, BaselineConfig, baseline_recipe
+from .baseline import Baseline, BaselineConfig, baseline_recipe, quickstart_recipe
 from .common import (GANMethod, check_betas, check_choice, check_nonnegative, check_unit_interval,
-                                           eval_mode, pose_structure, trainable, weighted_sum)
+                                           eval_mode, pose_structure, pose_transfer_samples, trainable, weighted_sum)
 from ..models.gan import UPSAMPLING, ConvBlock, PatchDiscriminator, gan_d_loss, gan_g_loss, up_block, upsampling
 from ..registry import MethodInfo, register_method
 from ..training import Stage, StepContext
@@ -118,15 +118,11 @@ def paper(cls: PTConfig, **overrides) -> PTConfig:
     return cls(**overrides)
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100014
-def _tiny_reid() -> dict:
-    "The quickstart's baseline: BaselineConfig.tiny with last stride 2, 12 epochs, lr drop after 9."
-    return dict(depth=18, pretrained=False, P=8, K=4, lr=1e-3, epochs=12, warmup_epochs=1, milestones=(9,), last_stride=2)
-
 @patch(cls_method=True)
 def tiny(cls: PTConfig, **overrides) -> PTConfig:
     "128x64, a small six-level U-Net and PatchGAN, the quickstart's baseline as the re-ID recipe: minutes on a CPU."
     return cls(**(dict(size=(128, 64), unet_channels=(16, 32, 64, 64, 64, 64), generator_dropout=0.0, upsample="resize",
-                       dis_dim=16, dis_layers=3, epochs_generator=6, reid=_tiny_reid()) | overrides))
+                       dis_dim=16, dis_layers=3, epochs_generator=6, reid=quickstart_recipe()) | overrides))
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100016
 @patch
@@ -482,12 +478,9 @@ def decode(self: PoseTransfer, codes: Codes) -> Tensor:
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100059
 @patch
-@torch.no_grad()
 def sample_images(self: PoseTransfer, batch) -> Tensor | None:
     "Three rows over up to 8 pairs: the appearance image, the target (real image of the pose), G's image."
-    if not isinstance(batch, dict) or "anchor" not in batch or "keypoints" not in batch["other"]: return None
-    a, o = batch["anchor"]["image"][:8], batch["other"]["image"][:8]
-    return torch.cat([a, o, self.decode(self.encode(a, batch["other"]["keypoints"][:8]))])
+    return pose_transfer_samples(self, batch)
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100062
 register_method(MethodInfo("pt", PTConfig, PoseTransfer, summary="pose-transferred samples: skeleton-to-image GAN with a guider",
@@ -495,7 +488,7 @@ register_method(MethodInfo("pt", PTConfig, PoseTransfer, summary="pose-transferr
                            quickstart=dict(guider="none", epochs_generator=3, epochs_reid=0), quickstart_order=50,
                            smoke=dict(size=(64, 32), unet_channels=(8, 8, 8, 8, 8), dis_dim=8, pairs_per_batch=4,
                                       epochs_generator=1, epochs_reid=1,
-                                      reid=_tiny_reid() | dict(P=2, K=2, epochs=1, warmup_epochs=0, milestones=()))));
+                                      reid=quickstart_recipe() | dict(P=2, K=2, epochs=1, warmup_epochs=0, milestones=()))));
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100076
 def sweep_figure(tables: "pd.DataFrame", data: str = "no gap", seed: int = 0):
