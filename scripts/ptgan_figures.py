@@ -21,12 +21,11 @@ def main():
     size = tuple(models[0].config.size)
     for run, model in zip(args.runs, models):
         poses = model.target_poses.numpy()
-        pose_figure(poses, size, labels=[f"{run.name.rsplit('_', 1)[0]} {k + 1}" if k == 0 else str(k + 1)
-                                         for k in range(len(poses))], cols=12).save(args.out / f"ptgan_fig6_{run.name}.png")
+        pose_figure(poses, size, cols=12).save(args.out / f"ptgan_fig6_{run.name}.png")
     test = load_test_images(args.data, size)
     people = list(range(0, len(test.names), max(1, len(test.names) // args.people)))[:args.people]
     images = convert_range(test.images[people], "unit", "imagenet")             # uint8 in: read as [0, 255]
-    models[0].transfer_figure(images, captions=[test.names[i] for i in people]).save(args.out / "ptgan_fig5.png")
+    models[0].transfer_figure(images, captions=[f"id {test.pids[i]}" for i in people], scale=1).save(args.out / "ptgan_fig5.png")
 
 
 if __name__ == "__main__":
