@@ -22,7 +22,8 @@ from ..registry import MethodInfo, register_method
 from ..training import Method, Stage, StepContext
 
 # %% auto #0
-__all__ = ['QUICKSTART_OVERRIDES', 'BASELINE_ARCHITECTURE', 'BaselineConfig', 'quickstart_recipe', 'Baseline', 'baseline_recipe']
+__all__ = ['QUICKSTART_OVERRIDES', 'BASELINE_ARCHITECTURE', 'BaselineConfig', 'recipe_config', 'quickstart_recipe', 'Baseline',
+           'baseline_recipe']
 
 # %% ../../nbs/42_methods.baseline.ipynb #ddab392c
 @dataclass
@@ -96,6 +97,11 @@ def tiny(cls: BaselineConfig, **overrides) -> BaselineConfig:
                        milestones=(6,)) | overrides))
 
 QUICKSTART_OVERRIDES = dict(last_stride=2, epochs=12, milestones=(9,))
+
+def recipe_config(recipe: dict, size, field: str = "reid") -> BaselineConfig:
+    "The BaselineConfig of a recipe dict embedded in another method's config (at `size`); errors name the field."
+    try: return BaselineConfig(**(dict(recipe) | {"size": tuple(size)}))
+    except (TypeError, ValueError) as e: raise ValueError(f"{field}={recipe}: {e}") from None
 
 def quickstart_recipe() -> dict:
     """The quickstart's baseline as BaselineConfig fields (`tiny` with last stride 2, 12 epochs, lr drop after 9; the

@@ -17,7 +17,7 @@ from ..core import Config, atomic_write_text, convert_range
 from ..data.loaders import LoaderConfig
 from ..data.pose import draw_skeleton, resize_pose
 from ..losses import cross_entropy_lsr, pairwise_euclidean
-from .baseline import Baseline, BaselineConfig, baseline_recipe, quickstart_recipe
+from .baseline import Baseline, BaselineConfig, baseline_recipe, quickstart_recipe, recipe_config
 from .common import (GANMethod, check_betas, check_choice, check_nonnegative, check_unit_interval,
                                            eval_mode, pose_structure, pose_transfer_samples, trainable, weighted_sum)
 from ..models.gan import UPSAMPLING, ConvBlock, PatchDiscriminator, gan_d_loss, gan_g_loss, up_block, upsampling
@@ -109,8 +109,7 @@ class PTConfig(_PTObjective):
 @patch
 def reid_config(self: PTConfig) -> BaselineConfig:
     "The BaselineConfig of the guider and of the final re-ID model (at this config's input size)."
-    try: return BaselineConfig(**(self.reid | {"size": tuple(self.size)}))
-    except (TypeError, ValueError) as e: raise ValueError(f"PTConfig.reid={self.reid}: {e}") from None
+    return recipe_config(self.reid, self.size, "PTConfig.reid")
 
 @patch(cls_method=True)
 def paper(cls: PTConfig, **overrides) -> PTConfig:

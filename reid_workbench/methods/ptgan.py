@@ -17,7 +17,7 @@ from ..core import Config, atomic_write_text, convert_range
 from ..data.loaders import LoaderConfig
 from ..data.pose import NUM_KEYPOINTS, PoseClusterConfig, PoseClusters, pose_to_heatmaps, resize_pose
 from ..losses import cross_entropy_lsr
-from .baseline import Baseline, BaselineConfig, baseline_recipe, quickstart_recipe
+from .baseline import Baseline, BaselineConfig, baseline_recipe, quickstart_recipe, recipe_config
 from .common import (GANMethod, check_betas, check_choice, check_nonnegative, check_unit_interval,
                                            eval_mode, pose_structure, pose_transfer_samples, trainable)
 from ..models.backbones import ResNetTrunk
@@ -134,8 +134,7 @@ class PTGANConfig(_PTGANObjective):
 @patch
 def reid_config(self: PTGANConfig) -> BaselineConfig:
     "The BaselineConfig of F_R2 (at this config's input size)."
-    try: return BaselineConfig(**(self.reid | {"size": tuple(self.size)}))
-    except (TypeError, ValueError) as e: raise ValueError(f"PTGANConfig.reid={self.reid}: {e}") from None
+    return recipe_config(self.reid, self.size, "PTGANConfig.reid")
 
 # %% ../../nbs/47_methods.ptgan.ipynb #c9d4a547
 @patch(cls_method=True)
