@@ -344,7 +344,7 @@ class PTGAN(GANMethod):
 @patch(as_prop=True)
 def reid_dim(self: PTGAN) -> int:
     "D: the length of F_R2's test feature."
-    with torch.no_grad(), eval_mode(self.reid): return self.reid.embed(torch.zeros(1, 3, *self.config.size)).shape[1]
+    return self.reid.feature_dim
 
 @patch(as_prop=True)
 def appearance_dim(self: PTGAN) -> int:
