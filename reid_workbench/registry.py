@@ -40,6 +40,7 @@ class MethodInfo:
     quickstart_order: int = 50
     references: dict = field(default_factory=dict)   # config field -> method whose quickstart run it names
     smoke: dict = field(default_factory=dict)        # tiny-preset overrides for a seconds-long run (tests, demos)
+    test_flip: bool = True                    # test feature = mean of embed(x) and embed(mirror of x)
 
     @property
     def disentangler(self) -> bool: return self.structure_kind is not None

@@ -54,7 +54,7 @@ def _rescored(model, dist, query_loader, gallery_loader, device, flip: bool, k: 
 
 # %% ../nbs/49_runs.ipynb #b9410f9f
 def evaluate_run(run_dir, data=None, rerank: bool = False, metric: str = "euclidean", device: str = "auto",
-                 flip: bool = True, batch_size: int = 128, return_details: bool = False, rescore_top: int = 0) -> dict:
+                 flip: bool | None = None, batch_size: int = 128, return_details: bool = False, rescore_top: int = 0) -> dict:
     """Rank-1/5/10, mAP and mINP of the run's test feature on `data` (default: the dataset it was trained on); saved
     into the run folder (`not_saved` says why when it cannot be, e.g. a read-only folder)."""
     run_dir = Path(run_dir)
@@ -64,6 +64,7 @@ def evaluate_run(run_dir, data=None, rerank: bool = False, metric: str = "euclid
     model = load_trained(run_dir, device)
     loader_cfg = LoaderConfig(test_batch_size=batch_size, transform=info_of(model).test_transform(model.config))
     query_loader, gallery_loader = build_test_loaders(dataset, loader_cfg)
+    if flip is None: flip = info_of(model).test_flip
     start = time.perf_counter()
     qf, q_pids, q_camids = extract_features(model.embed, query_loader, device=device, flip=flip)
     gf, g_pids, g_camids = extract_features(model.embed, gallery_loader, device=device, flip=flip)
@@ -72,7 +73,7 @@ def evaluate_run(run_dir, data=None, rerank: bool = False, metric: str = "euclid
     scores = evaluate_rank(dist, q_pids, g_pids, q_camids, g_camids, max_rank=10)
     cmc = scores["cmc"]
     result = {"rank1": float(cmc[0]), "rank5": float(cmc[4]), "rank10": float(cmc[9]), "mAP": float(scores["mAP"]),
-              "mINP": float(scores["mINP"]), "rerank": rerank, "rescore_top": rescore_top, "metric": metric, "method": info["method"],
+              "mINP": float(scores["mINP"]), "rerank": rerank, "rescore_top": rescore_top, "metric": metric, "flip": flip, "method": info["method"],
               "num_query": len(dataset.query), "num_gallery": len(dataset.gallery),
               "seconds": round(time.perf_counter() - start, 2)}
     if getattr(model, "feature_cost", None):          # a feature that generates images (pt-GAN) reports what that cost

@@ -36,6 +36,7 @@ class Stage:
     sampler: str = "pk"                                # "pk" | "pair" | "verification" | "random"
     transform: dict = field(default_factory=dict)      # TransformConfig overrides, e.g. {"random_erasing_p": 0.0}
     loader: dict = field(default_factory=dict)         # extra build_train_loader kwargs, e.g. {"heatmaps": True}
+    checkpoint_every: int | None = None                # epochs between checkpoints; None: the TrainerConfig's
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
@@ -47,6 +48,9 @@ class Stage:
         for what in ("transform", "loader"):
             if not isinstance(getattr(self, what), dict):
                 raise ValueError(f"Stage {self.name!r}: {what} must be a dict, got {type(getattr(self, what)).__name__}")
+        every = self.checkpoint_every
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f"Stage {self.name!r}: checkpoint_every must be an int >= 1 or None, got {every!r}")
 
 # %% ../nbs/30_training.ipynb #49b109cc
 class TrainingDiverged(RuntimeError):
@@ -828,7 +832,8 @@ def _end_epoch(self: Trainer, stage: Stage, epoch: int, sample_batch, mean_losse
     if self.world_size > 1:
         with torch.no_grad(): self._broadcast(self.method.buffers())
     rng = _rng_state()
-    due = (epoch + 1) % self.config.checkpoint_every_epochs == 0 or epoch == stage.epochs - 1
+    every = stage.checkpoint_every or self.config.checkpoint_every_epochs
+    due = (epoch + 1) % every == 0 or epoch == stage.epochs - 1
     if due: self._save_checkpoint(stage, epoch, rng)
     self._log(f"stage {stage.name!r} epoch {epoch} done, step {self.global_step}: "
               + ", ".join(f"{k} {v:.4g}" for k, v in mean_losses.items()) + (" (checkpoint)" if due else ""))

@@ -112,9 +112,10 @@ def test_modules_and_losses():
 def test_evaluation_reports_the_cost_of_generating(trained):
     from reid_workbench.runs import evaluate_run
     root, work = trained
-    result = evaluate_run(work / "ptgan", root, flip=False)
+    result = evaluate_run(work / "ptgan", root)       # MethodInfo.test_flip: no mirror images for pt-GAN's feature
     ds = load_dataset(root)
     cost = result["feature_cost"]
-    assert cost["images"] == len(ds.query) + len(ds.gallery)
+    assert result["flip"] is False and cost["images"] == len(ds.query) + len(ds.gallery)
     assert cost["generated"] == cost["images"] * SMOKE["num_poses"] and cost["seconds"] > 0
-    assert "feature_cost" not in evaluate_run(work / "reid", root, flip=False)
+    baseline = evaluate_run(work / "reid", root)
+    assert "feature_cost" not in baseline and baseline["flip"] is True

@@ -104,6 +104,28 @@ def test_crashed_run_resumes_bitwise(tmp_path, crash_at_step):
     assert "resume from" in (tmp_path / "crashed" / "train.log").read_text()
 
 
+def test_stage_checkpoint_every_overrides_the_trainer_and_resumes_exactly(tmp_path):
+    "gan (3 epochs) checkpoints every 2: after id (step 4), gan epoch 1 (step 12) and its last epoch (step 16) only."
+    def every_two(method):
+        stages = method.stages()
+        stages[1].checkpoint_every = 2
+        method.stages = lambda: stages
+        return method
+    def run(run_dir, resume=False, **options):
+        method = every_two(toy.build_method(seed=0, epochs=(1, 3, 0), **options))
+        trainer = Trainer(method, toy.make_factory(), run_dir, TrainerConfig(seed=0, log_every=1, progress=False))
+        return trainer, trainer.fit(resume=resume, accept_changes=resume is not False)
+    straight, straight_log = run(tmp_path / "straight")
+    marked = [l for l in (tmp_path / "straight" / "train.log").read_text().splitlines() if l.endswith("(checkpoint)")]
+    assert [l.split(" epoch ")[1].split(" done")[0] for l in marked] == ["0", "1", "2"]       # id e0, gan e1, gan e2
+    assert [l.split("stage ")[1].split(" ")[0] for l in marked] == ["'id'", "'gan'", "'gan'"]
+    with pytest.raises(RuntimeError, match="simulated crash"): run(tmp_path / "crashed", crash_at_step=10)
+    assert load_checkpoint(tmp_path / "crashed" / "checkpoints" / "last.pt")["global_step"] == BATCHES
+    resumed, resumed_log = run(tmp_path / "crashed", resume="auto")
+    assert_same_weights(straight.method.state_dict(), resumed.method.state_dict())
+    assert_same_log(resumed_log, straight_log)
+
+
 def test_finished_run_resume_is_a_no_op_and_fresh_start_refuses_to_overwrite(tmp_path):
     trainer, log = train(tmp_path / "run", epochs=(1, 1, 0))
     before = (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes()

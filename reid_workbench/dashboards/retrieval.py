@@ -42,7 +42,7 @@ def has_embed(model) -> bool:
 # %% ../../nbs/56_dashboards.retrieval.ipynb #ffdc9f1d
 class RetrievalSession:
     "A model's retrieval of a dataset's queries in its gallery, without widgets: features once, distances and scores per setting."
-    def __init__(self, model, data, device=None, size=None, flip: bool = True, batch_size: int = 64,
+    def __init__(self, model, data, device=None, size=None, flip: bool | None = None, batch_size: int = 64,
                  k1: int = 20, k2: int = 6, lambda_value: float = 0.3):
         if not has_embed(model):
             raise TypeError(f"the retrieval dashboard needs a model with embed(images); {type(model).__name__} has none")
@@ -52,7 +52,8 @@ class RetrievalSession:
             raise ValueError(f"{self.dataset.root}: the retrieval browser needs query and gallery images")
         first = load_image(self.dataset.query[0].path)
         self.size = tuple(size or input_size_of(model) or (first.height, first.width))
-        self.flip, self.rerank_options = flip, dict(k1=k1, k2=k2, lambda_value=lambda_value)
+        self.flip = self.info.test_flip if flip is None else flip      # None: as the evaluation does for this method
+        self.rerank_options = dict(k1=k1, k2=k2, lambda_value=lambda_value)
         self._extract(batch_size)
         self._distances, self._evaluations, self._thumbs = {}, {}, {}
 
@@ -144,7 +145,7 @@ SORT_OPTIONS = (("query order", "index"), ("AP: worst first", "ap_asc"), ("AP: b
 class RetrievalDashboard(Dashboard):
     "Ranked gallery per query (or an uploaded image), AP, re-ranking / metric toggles, a per-query table sorted by AP."
     title = "retrieval"
-    def __init__(self, model, data, device=None, size=None, flip: bool = True, topk: int = 10, batch_size: int = 64,
+    def __init__(self, model, data, device=None, size=None, flip: bool | None = None, topk: int = 10, batch_size: int = 64,
                  table_rows: int = 12, k1: int = 20, k2: int = 6, lambda_value: float = 0.3, thumb_size=(128, 64)):
         super().__init__()
         self.session = RetrievalSession(model, data, device, size, flip, batch_size, k1, k2, lambda_value)

@@ -117,9 +117,11 @@ class PTGANConfig(_PTGANObjective):
     fusion_weight_decay: float = 5e-4
     fusion_dropout: float = 0.6
     validation_fraction: float = 0.15
+    fusion_checkpoint_every: int = 5        # epochs between checkpoints in the fusion stage (seconds-long epochs)
 
     def __post_init__(self):
         super().__post_init__()
+        self._require(self.fusion_checkpoint_every >= 1, f"fusion_checkpoint_every={self.fusion_checkpoint_every} must be >= 1")
         self._require(self.pairs_per_batch >= 2, f"pairs_per_batch={self.pairs_per_batch} must be >= 2 (G's pairs and FusionNet's batches)")
         check_betas(self); check_nonnegative(self, "epochs_generator", "fusion_epochs", "fusion_weight_decay")
         check_unit_interval(self, "fusion_dropout", "validation_fraction")
@@ -369,7 +371,8 @@ def stages(self: PTGAN) -> list[Stage]:
     return [Stage("reid", reid_epochs, sampler=sampler, transform=crop),
             Stage("generator", 0 if cfg.generator_run else cfg.epochs_generator, sampler="pair",
                   transform={"random_erasing_p": 0.0}),
-            Stage("fusion", cfg.fusion_epochs, sampler="random", transform={"random_erasing_p": 0.0, "pad": 0, "flip_p": 0.0})]
+            Stage("fusion", cfg.fusion_epochs, sampler="random", transform={"random_erasing_p": 0.0, "pad": 0, "flip_p": 0.0},
+                  checkpoint_every=cfg.fusion_checkpoint_every)]
 
 @patch
 def trained_appearance(self: PTGAN) -> list[nn.Module]:
@@ -486,11 +489,12 @@ def fusion_inputs(self: PTGAN, images: Tensor, chunk: int = 256) -> Tensor:
         start, K = time.perf_counter(), self.config.num_poses
         with eval_mode(self):
             x = images[todo]
-            appearance = self.appearance_feature(x).repeat_interleave(K, 0)
+            own = self.reid.embed(x)
+            appearance = (own if self.appearance_net is None else self.appearance_feature(x)).repeat_interleave(K, 0)
             poses = self.target_poses.to(x.device).repeat(len(todo), 1, 1)
             fakes = [self.reid.embed(convert_range(self.generate(appearance[i:i + chunk], poses[i:i + chunk]), "tanh", "imagenet"))
                      for i in range(0, len(appearance), chunk)]
-            out = torch.cat([self.reid.embed(x)[:, None], torch.cat(fakes).view(len(todo), K, -1)], 1)
+            out = torch.cat([own[:, None], torch.cat(fakes).view(len(todo), K, -1)], 1)
         for i, row in zip(todo, out): self.feature_cache[keys[i]] = row.cpu()
         self.feature_cost["images"] += len(todo); self.feature_cost["generated"] += len(todo) * K
         self.feature_cost["seconds"] += time.perf_counter() - start
@@ -646,6 +650,7 @@ def sample_images(self: PTGAN, batch) -> Tensor | None:
 register_method(MethodInfo("ptgan", PTGANConfig, PTGAN, summary="pose-transformation GAN, pose clustering, FusionNet",
                            structure_kind="keypoints", swap_body="a", references={"reid_run": "baseline"},
                            quickstart=dict(epochs_generator=2, num_poses=4, fusion_epochs=12), quickstart_order=60,
+                           test_flip=False,
                            smoke=dict(size=(64, 32), generator_channels=(8, 8, 8, 8, 8), dis_channels=(8, 8),
                                       pairs_per_batch=4, epochs_generator=1, fusion_epochs=2, num_poses=3,
                                       reid=quickstart_recipe() | dict(P=2, K=2, epochs=1, warmup_epochs=0, milestones=()))));
