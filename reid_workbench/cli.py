@@ -104,7 +104,7 @@ def cmd_app(args) -> int:
 # %% ../nbs/60_cli.ipynb #32998855
 def cmd_quickstart(args) -> int:
     from reid_workbench.quickstart import quickstart
-    quickstart(args.out, device=args.device)
+    quickstart(args.out, device=args.device, jobs=args.jobs)
     return 0
 
 # %% ../nbs/60_cli.ipynb #d963e85a
@@ -222,6 +222,8 @@ def _add_quickstart(sub):
     p = sub.add_parser("quickstart", help="the main job: SynthReID, tiny training, evaluation and a report",
                        description="Generate SynthReID, train the tiny methods, evaluate and write a report folder.")
     p.add_argument("--out", type=Path, default=Path("quickstart"), help="output folder (default: ./quickstart)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="trainings / evaluations at once (default: 2 on a CPU with 2+ cores, else 1)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_quickstart)
 

@@ -4,13 +4,15 @@
 
 # %% ../nbs/61_quickstart.ipynb #bbe8c320
 from __future__ import annotations
-import json, shutil, time
+import json, multiprocessing, os, shutil, time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 import pandas as pd
 import torch
 
 from .codes_metrics import eval_codes
-from .core import atomic_write_text
+from .core import atomic_write_text, get_device
 from .data.datasets import check_data
 from .data.synth import SynthConfig, synthreid_info, write_synthreid
 from .metrics import ranked_gallery
@@ -19,7 +21,8 @@ from .runs import chance_level, evaluate_run, train_run
 from .viz import loss_curves_figure, loss_curves_png, ranked_list_image, ranked_lists_figure
 
 # %% auto #0
-__all__ = ['DISENTANGLEMENT_COLUMNS', 'ensure_synthreid', 'ranked_list_report', 'quickstart_plan', 'quickstart']
+__all__ = ['DISENTANGLEMENT_COLUMNS', 'ensure_synthreid', 'ranked_list_report', 'quickstart_plan', 'quickstart_jobs',
+           'quickstart']
 
 # %% ../nbs/61_quickstart.ipynb #0ed88abd
 DISENTANGLEMENT_COLUMNS = tuple(f"swap_{m}{r}{ref}" for r in ("", "_person", "_background") for m in ("l1", "ssim")
@@ -78,23 +81,23 @@ def _fill_references(name: str, overrides: dict, runs: Path) -> dict:
 
 # %% ../nbs/61_quickstart.ipynb #6d9f3ac3
 def _report_method(name: str, run_dir: Path, root: Path, report: Path, loss_log, reid_run, device, num_pairs: int):
-    "(results row, disentanglement row or None, evaluation details) of one trained run; writes its figures."
+    "(results row, disentanglement row or None, chance level) of one trained run; writes its figures."
     details = evaluate_run(run_dir, root, device=device, return_details=True)
+    chance = chance_level(details["q_pids"], details["g_pids"], details["q_camids"], details["g_camids"])
     row = {"method": name, **{k: details[k] for k in ("rank1", "rank5", "rank10", "mAP", "mINP")}}
     loss_curves_figure(loss_log, title=f"{name}: training losses").write_html(report / f"losses_{name}.html",
                                                                              include_plotlyjs=True)
     loss_curves_png(loss_log, report / f"losses_{name}.png", title=f"{name}: training losses")
     ranked_list_report(details, report / f"ranked_{name}.png")
-    if not method_info(name).disentangler: return row, None, details
+    if not method_info(name).disentangler: return row, None, chance
     codes = eval_codes(run_dir, root, reid_run=reid_run, num_pairs=num_pairs, device=device)
     shutil.copyfile(run_dir / "swap_grid.png", report / f"swap_grid_{name}.png")
-    return row, {"method": name, **{k: codes.get(k) for k in DISENTANGLEMENT_COLUMNS}}, details
+    return row, {"method": name, **{k: codes.get(k) for k in DISENTANGLEMENT_COLUMNS}}, chance
 
 # %% ../nbs/61_quickstart.ipynb #6d9f3ac4
-def _write_report(report: Path, rows: list, codes_rows: list, details, extra: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _write_report(report: Path, rows: list, codes_rows: list, chance, extra: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     "results.csv (with a chance-level row), disentanglement.csv and summary.json."
-    if details is not None:
-        chance = chance_level(details["q_pids"], details["g_pids"], details["q_camids"], details["g_camids"])
+    if chance is not None:
         rows = rows + [{"method": "chance (random ranking)", "rank1": chance["rank1"], "mAP": chance["mAP"]}]
     results, codes_table = pd.DataFrame(rows), pd.DataFrame(codes_rows)
     results.to_csv(report / "results.csv", index=False)
@@ -125,10 +128,75 @@ def _train_seconds(loss_log: pd.DataFrame, elapsed: float) -> float:
     seconds = loss_log["seconds"].max() if "seconds" in loss_log else None
     return round(float(elapsed if pd.isna(seconds) else seconds), 1)
 
+# %% ../nbs/61_quickstart.ipynb #a1c0b7e2
+def quickstart_jobs(plan: dict) -> dict[tuple[str, str], set[tuple[str, str]]]:
+    "Each job `(kind, method)` of the plan, in run order, with the jobs it waits for."
+    jobs = {}
+    for name in plan:
+        jobs[("train", name)] = {("train", other) for other in method_info(name).references.values() if other in plan}
+        jobs[("report", name)] = {("train", name)} | ({("train", "baseline")} if "baseline" in plan else set())
+    return jobs
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+def _default_jobs(device: str, plan: dict) -> int:
+    "2 on a CPU with 2+ cores (1 when a method of the plan lives in `__main__`: a worker process cannot import it)."
+    if str(get_device(device)) != "cpu" or _cores() < 2: return 1
+    return 1 if any(method_info(n).model.__module__ == "__main__" for n in plan) else 2
+
+# %% ../nbs/61_quickstart.ipynb #a1c0b7e4
+def _quickstart_job(job: tuple[str, str], threads: int | None, overrides_of: dict, root: Path, runs: Path, report: Path, device: str,
+                    progress: bool, num_pairs: int):
+    "Run one job: a training gives its seconds, a report (row, disentanglement row or None, chance level, seconds)."
+    if threads: torch.set_num_threads(threads)
+    kind, name = job
+    t0 = time.perf_counter()
+    if kind == "train":
+        loss_log = train_run(name, root, runs / name, preset="tiny", device=device, progress=progress,
+                             config_overrides=_fill_references(name, dict(overrides_of[name]), runs), verify_images=False)
+        return _train_seconds(loss_log, time.perf_counter() - t0)
+    reid_run = runs / "baseline" if (runs / "baseline" / "checkpoints" / "last.pt").is_file() else None
+    loss_log = pd.read_csv(runs / name / "losses.csv")
+    row, codes_row, chance = _report_method(name, runs / name, root, report, loss_log, reid_run, device, num_pairs)
+    return row, codes_row, chance, round(time.perf_counter() - t0, 1)
+
+# %% ../nbs/61_quickstart.ipynb #a1c0b7e5
+def _job_message(job: tuple[str, str], runs: Path) -> str:
+    kind, name = job
+    if kind == "train": return f"[2/4] training {name} (tiny preset) -> {runs / name}"
+    return f"[3/4] evaluating {name}" + (" and its disentanglement against SynthReID's ground truth"
+                                         if method_info(name).disentangler else "")
+
+def _run_jobs(jobs: dict, run_job, workers: int, log, runs: Path) -> dict:
+    "`{job: result}`: in order in this process (1 worker), or `workers` processes taking each job once it may start."
+    if workers == 1:
+        out = {}
+        for job in jobs: log(_job_message(job, runs)); out[job] = run_job(job, None)
+        return out
+    threads, out, running = max(1, _cores() // workers), {}, {}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while len(out) < len(jobs):
+            for job, needs in jobs.items():
+                if len(running) < workers and job not in out and job not in running.values() and needs <= set(out):
+                    log(_job_message(job, runs)); running[pool.submit(run_job, job, threads)] = job
+            if not running: raise ValueError(f"quickstart: jobs {[j for j in jobs if j not in out]} wait for each other")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                try: out[job] = future.result()
+                except BaseException:
+                    for other in running: other.cancel()
+                    raise
+                log(f"      {job[1]}: {'trained' if job[0] == 'train' else 'evaluated'} ({time.strftime('%H:%M:%S')})")
+    return out
+
 # %% ../nbs/61_quickstart.ipynb #6d9f3ac1
 def quickstart(out="quickstart", methods: list | dict | None = None, synth: SynthConfig | None = None,
-               device: str = "auto", progress: bool = True, num_pairs: int = 48, log=print) -> pd.DataFrame:
-    "Run the whole quickstart into `out` (methods: see `quickstart_plan`); returns the results table."
+               device: str = "auto", progress: bool = True, num_pairs: int = 48, log=print,
+               jobs: int | None = None) -> pd.DataFrame:
+    """Run the whole quickstart into `out` (methods: see `quickstart_plan`; `jobs` at once, None: 2 on a CPU with 2+
+    cores); returns the results table."""
     out, start = Path(out), time.perf_counter()
     log(f"[1/4] SynthReID -> {out / 'data' / 'synthreid'}")
     root = ensure_synthreid(out / "data" / "synthreid", synth, progress=progress)
@@ -136,23 +204,20 @@ def quickstart(out="quickstart", methods: list | dict | None = None, synth: Synt
     log("      " + json.dumps(stats))
     report, runs = out / "report", out / "runs"
     report.mkdir(parents=True, exist_ok=True)
-    rows, codes_rows, timings, details = [], [], {}, None
-    for name, overrides in quickstart_plan(methods).items():
-        log(f"[2/4] training {name} (tiny preset) -> {runs / name}")
-        t0 = time.perf_counter()
-        loss_log = train_run(name, root, runs / name, preset="tiny", device=device, progress=progress,
-                             config_overrides=_fill_references(name, overrides, runs), verify_images=False)
-        timings[f"train_{name}_s"] = _train_seconds(loss_log, time.perf_counter() - t0)
-        log(f"[3/4] evaluating {name}" + (" and its disentanglement against SynthReID's ground truth"
-                                          if method_info(name).disentangler else ""))
-        reid_run = runs / "baseline" if (runs / "baseline" / "checkpoints" / "last.pt").is_file() else None
-        t0 = time.perf_counter()
-        row, codes_row, details = _report_method(name, runs / name, root, report, loss_log, reid_run, device, num_pairs)
-        timings[f"report_{name}_s"] = round(time.perf_counter() - t0, 1)
-        rows.append({**row, "train_seconds": timings[f"train_{name}_s"]})
+    plan = quickstart_plan(methods)
+    workers = _default_jobs(device, plan) if jobs is None else int(jobs)
+    if workers < 1: raise ValueError(f"jobs={jobs!r}: give 1 or more (None: 2 on a CPU with 2+ cores)")
+    run_job = partial(_quickstart_job, overrides_of=plan, root=root, runs=runs, report=report, device=device,
+                      progress=progress and workers == 1, num_pairs=num_pairs)
+    done = _run_jobs(quickstart_jobs(plan), run_job, workers, log, runs)
+    rows, codes_rows, timings, chance = [], [], {"jobs": workers}, None
+    for name in plan:
+        row, codes_row, chance, report_s = done[("report", name)]
+        timings[f"train_{name}_s"], timings[f"report_{name}_s"] = done[("train", name)], report_s
+        rows.append({**row, "train_seconds": done[("train", name)]})
         if codes_row: codes_rows.append(codes_row)
     timings["total_s"] = round(time.perf_counter() - start, 1)
-    results, codes_table = _write_report(report, rows, codes_rows, details,
+    results, codes_table = _write_report(report, rows, codes_rows, chance,
                                          {"data": str(root), "data_stats": stats, "timings": timings})
     log(f"[4/4] report -> {report} ({timings['total_s'] / 60:.1f} min in all)")
     log(results.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
