@@ -13,6 +13,7 @@ from reid_workbench.data.pose import PoseClusterConfig, example_pose
 from reid_workbench.data.synth import SynthConfig, write_synthreid
 from reid_workbench.methods.ptgan import (PTGAN, ClassDiscriminator, FusionNet, PoseMapGenerator, PoseVectorGenerator,
                                           PTGANConfig, class_loss, fit_target_poses, l2_loss, pose_vector)
+from reid_workbench.methods.common import split_keypoints
 from reid_workbench.registry import load_trained, method_info
 from reid_workbench.runs import train_run
 
@@ -55,7 +56,7 @@ def test_reid_and_generator_stay_frozen_while_fusionnet_trains(trained):
 def test_target_poses_are_the_clustering_and_stay_in_the_checkpoint(trained):
     root, work = trained
     model = load_trained(work / "ptgan")
-    poses = model.training_poses(load_dataset(root))
+    poses = split_keypoints(load_dataset(root), model.config.size)
     again = fit_target_poses(poses, model.config.size, model.config.cluster_config(), model.config.num_poses)
     assert np.allclose(model.target_poses.numpy(), again, atol=1e-5)           # stable for a seed
     assert model.target_poses.shape == (model.config.num_poses, 18, 3)

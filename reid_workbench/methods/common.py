@@ -4,7 +4,8 @@
 
 # %% ../../nbs/41_methods.common.ipynb #853480c2
 from __future__ import annotations
-import contextlib
+import contextlib, hashlib
+from pathlib import Path
 from collections import OrderedDict
 import numpy as np
 import torch
@@ -16,9 +17,10 @@ from ..training import Method, StepContext
 from ..registry import info_of
 
 # %% auto #0
-__all__ = ['eval_mode', 'trainable', 'running_stats_frozen', 'check_input_size', 'pose_estimator', 'estimate_keypoints',
-           'pose_structure', 'pose_transfer_samples', 'JointOptimizer', 'weighted_sum', 'check_choice',
-           'check_nonnegative', 'check_unit_interval', 'check_betas', 'check_milestones', 'GANMethod']
+__all__ = ['eval_mode', 'trainable', 'state_digest', 'running_stats_frozen', 'check_input_size', 'pose_estimator',
+           'estimate_keypoints', 'pose_structure', 'split_keypoints', 'pose_transfer_samples', 'JointOptimizer',
+           'weighted_sum', 'check_choice', 'check_nonnegative', 'check_unit_interval', 'check_betas',
+           'check_milestones', 'GANMethod']
 
 # %% ../../nbs/41_methods.common.ipynb #3666f3c2
 @contextlib.contextmanager
@@ -33,6 +35,13 @@ def eval_mode(module: nn.Module):
 def trainable(*modules: nn.Module) -> list[nn.Parameter]:
     "The parameters of `modules` that require grad (what an optimizer gets)."
     return [p for m in modules for p in m.parameters() if p.requires_grad]
+
+def state_digest(*modules: nn.Module) -> str:
+    "SHA-256 of the modules' state dicts (names and values): what a cache of their outputs depends on."
+    h = hashlib.sha256()
+    for m in modules:
+        for name, t in sorted(m.state_dict().items()): h.update(name.encode()); h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 # %% ../../nbs/41_methods.common.ipynb #6eba1cac
 @contextlib.contextmanager
@@ -83,6 +92,17 @@ def pose_structure(model, images: Tensor, keypoints: Tensor | None) -> Tensor:
                              f"structure code of a pose method is the pose, which the images alone do not give (pass "
                              f"them, or install the optional estimator: pip install reid-workbench[pose])")
     return keypoints.to(images.device).float()
+
+def split_keypoints(dataset, size: tuple[int, int], split: str = "train", needed_by: str = "this method") -> np.ndarray:
+    "The keypoints (N, 18, 3) of the split's images that have them, in pixels of `size` (each image's own size read)."
+    from PIL import Image
+    from reid_workbench.data.pose import resize_pose
+    if not dataset.keypoints: raise ValueError(f"{dataset.root}: the dataset has no keypoints; {needed_by} needs poses")
+    rows = [r for r in getattr(dataset, split) if r.path in dataset.keypoints]
+    if not rows: raise ValueError(f"{dataset.root}: no {split} image has keypoints; {needed_by} needs poses")
+    def image_size(path):
+        with Image.open(Path(dataset.root) / path) as im: return im.height, im.width
+    return np.stack([resize_pose(dataset.keypoints[r.path], image_size(r.path), tuple(size)) for r in rows]).astype(np.float32)
 
 # %% ../../nbs/41_methods.common.ipynb #2a63978a
 @torch.no_grad()

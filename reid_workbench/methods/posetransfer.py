@@ -19,7 +19,8 @@ from ..data.pose import draw_skeleton, resize_pose
 from ..losses import cross_entropy_lsr, pairwise_euclidean
 from .baseline import Baseline, BaselineConfig, baseline_recipe, quickstart_recipe, recipe_config
 from .common import (GANMethod, check_betas, check_choice, check_nonnegative, check_unit_interval,
-                                           eval_mode, pose_structure, pose_transfer_samples, trainable, weighted_sum)
+                                           eval_mode, pose_structure, pose_transfer_samples, split_keypoints, state_digest,
+                                           trainable, weighted_sum)
 from ..models.gan import UPSAMPLING, ConvBlock, PatchDiscriminator, gan_d_loss, gan_g_loss, up_block, upsampling
 from ..registry import MethodInfo, register_method
 from ..training import Stage, StepContext
@@ -262,10 +263,6 @@ def load_guider(self: PoseTransfer) -> bool:
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100040
 MIN_VISIBLE_JOINTS = 10
 
-def _image_size(path) -> tuple[int, int]:
-    from PIL import Image
-    with Image.open(path) as im: return im.height, im.width
-
 def source_poses(dataset, size: tuple[int, int], source: str = "auto") -> Tensor:
     "The skeletons to transfer (M, 18, 3) in pixels of `size`: the pose bank or the training split's keypoints."
     from reid_workbench.data.synth import POSE_BANK_FILE, load_pose_bank, synthreid_info
@@ -274,9 +271,7 @@ def source_poses(dataset, size: tuple[int, int], source: str = "auto") -> Tensor
         bank = load_pose_bank(dataset.root)                       # one clear line when there is none
         poses = resize_pose(bank, tuple(synthreid_info(dataset.root)["args"]["size"]), size)
     else:
-        if not dataset.keypoints: raise ValueError(f"{dataset.root}: the dataset has no keypoints; PT needs poses")
-        poses = np.stack([resize_pose(dataset.keypoints[r.path], _image_size(Path(dataset.root) / r.path), size)
-                          for r in dataset.train if r.path in dataset.keypoints])
+        poses = split_keypoints(dataset, size, "train", needed_by="PT")
     poses = np.asarray(poses, dtype=np.float32)
     full = (poses[:, :, 2] > 0).sum(1) >= MIN_VISIBLE_JOINTS
     return torch.from_numpy(poses[full] if full.any() else poses)
@@ -355,11 +350,8 @@ def generator_losses(self: PoseTransfer, out: dict, batch: dict, weights: dict[s
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100049
 def _fingerprint(model: PoseTransfer, dataset, poses: Tensor) -> dict:
     "What the generated set depends on."
-    h = hashlib.sha256()
-    for name, t in sorted(model.generator.state_dict().items()):
-        h.update(name.encode()); h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    h.update(poses.numpy().tobytes())
-    return {"generator_sha256": h.hexdigest(), "n_generated": model.config.n_generated, "size": list(model.config.size),
+    return {"generator_sha256": state_digest(model.generator), "poses_sha256": hashlib.sha256(poses.numpy().tobytes()).hexdigest(),
+            "n_generated": model.config.n_generated, "size": list(model.config.size),
             "train": [len(dataset.train), hashlib.sha256("\n".join(r.path for r in dataset.train).encode()).hexdigest()]}
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100050

@@ -19,7 +19,8 @@ from ..data.pose import NUM_KEYPOINTS, PoseClusterConfig, PoseClusters, pose_to_
 from ..losses import cross_entropy_lsr
 from .baseline import Baseline, BaselineConfig, baseline_recipe, quickstart_recipe, recipe_config
 from .common import (GANMethod, check_betas, check_choice, check_nonnegative, check_unit_interval,
-                                           eval_mode, pose_structure, pose_transfer_samples, trainable)
+                                           eval_mode, pose_structure, pose_transfer_samples, split_keypoints, state_digest,
+                                           trainable)
 from ..models.backbones import ResNetTrunk
 from ..models.gan import UPSAMPLING, gan_g_loss, smoothed_d_loss, up_block, upsampling
 from ..models.heads import GlobalPool
@@ -512,19 +513,13 @@ def validation_split(pids: np.ndarray, fraction: float, seed: int = 0) -> np.nda
     return np.sort(np.asarray(held, dtype=np.int64))
 
 # %% ../../nbs/47_methods.ptgan.ipynb #afd0f318
-def _state_hash(*modules: nn.Module) -> str:
-    h = hashlib.sha256()
-    for m in modules:
-        for name, t in sorted(m.state_dict().items()): h.update(name.encode()); h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
 @patch
 def train_fusion_inputs(self: PTGAN, dataset, folder: Path, batch_size: int = 64) -> Tensor:
     "The FusionNet inputs (num_train, K+1, D) of the training split: read from `folder` when they match, else computed."
     from tqdm.auto import tqdm
     from reid_workbench.data.loaders import ReIDImageDataset, TransformConfig, build_test_transform
     folder = Path(folder)
-    meta = {"weights": _state_hash(*[m for m in (self.reid, self.appearance_net, self.generator) if m is not None]),
+    meta = {"weights": state_digest(*[m for m in (self.reid, self.appearance_net, self.generator) if m is not None]),
             "poses": hashlib.sha256(self.target_poses.cpu().numpy().tobytes()).hexdigest(),
             "train": hashlib.sha256("\n".join(r.path for r in dataset.train).encode()).hexdigest()}
     path, meta_path = folder / "train_inputs.npy", folder / "meta.json"
@@ -552,7 +547,7 @@ def prepare_stage(self: PTGAN, stage: Stage, dataset, run_dir: Path) -> None:
     self.init_appearance()
     if stage.name != "fusion": return
     if dataset is None: raise ValueError("pt-GAN's fusion stage needs a ReIDDataset (the training poses and images)")
-    poses = self.training_poses(dataset)
+    poses = split_keypoints(dataset, self.config.size, "train", needed_by="pt-GAN's pose clustering")
     self.target_poses.copy_(torch.from_numpy(fit_target_poses(poses, self.config.size, self.config.cluster_config(),
                                                               self.config.num_poses)))
     with torch.random.fork_rng(devices=[]):      # a resumed run must see the same random stream
@@ -561,16 +556,6 @@ def prepare_stage(self: PTGAN, stage: Stage, dataset, run_dir: Path) -> None:
     self.validation_index = torch.from_numpy(validation_split(pids, self.config.validation_fraction, self.config.cluster_seed))
     self.train_pids = torch.from_numpy(pids)
 
-@patch
-def training_poses(self: PTGAN, dataset) -> np.ndarray:
-    "The training split's keypoints (N, 18, 3) in pixels of the input size."
-    from PIL import Image
-    if not dataset.keypoints: raise ValueError(f"{dataset.root}: the dataset has no keypoints; pt-GAN clusters poses")
-    def size_of(path):
-        with Image.open(Path(dataset.root) / path) as im: return im.height, im.width
-    rows = [r for r in dataset.train if r.path in dataset.keypoints]
-    if not rows: raise ValueError(f"{dataset.root}: no training image has keypoints; pt-GAN clusters poses")
-    return np.stack([resize_pose(dataset.keypoints[r.path], size_of(r.path), tuple(self.config.size)) for r in rows])
 
 # %% ../../nbs/47_methods.ptgan.ipynb #4680b0f9
 @patch
