@@ -65,10 +65,14 @@ def _config_overrides(method: str, settings: list) -> dict:
     return overrides
 
 def cmd_train(args) -> int:
-    from reid_workbench.runs import train_run
+    from reid_workbench.runs import sibling_references, train_run
+    overrides = _config_overrides(args.method, args.set)
+    found = sibling_references(args.method, args.out, overrides)
+    for field, run in found.items():
+        print(f"reid-workbench train: {field}={run} (the finished run beside {args.out}; --set {field}=... names another)",
+              file=sys.stderr)
     log = train_run(args.method, args.data, args.out, preset=args.preset, epochs=args.epochs, device=args.device,
-                    seed=args.seed, resume="auto", accept_changes=args.accept_changes,
-                    config_overrides=_config_overrides(args.method, args.set))
+                    seed=args.seed, resume="auto", accept_changes=args.accept_changes, config_overrides=overrides | found)
     last = log.iloc[-1].to_dict() if len(log) else {}
     print(json.dumps({"run": str(args.out), "steps": int(last.get("step", 0)),
                       "last_losses": {k: v for k, v in last.items() if isinstance(v, float)}}))

@@ -17,7 +17,7 @@ from .data.datasets import check_data
 from .data.synth import SynthConfig, synthreid_info, write_synthreid
 from .metrics import ranked_gallery
 from .registry import available_methods, method_info
-from .runs import chance_level, evaluate_run, train_run
+from .runs import chance_level, evaluate_run, sibling_references, train_run
 from .viz import loss_curves_figure, loss_curves_png, ranked_list_image, ranked_lists_figure
 
 # %% auto #0
@@ -71,13 +71,6 @@ def quickstart_plan(methods: list | dict | None = None) -> dict[str, dict]:
     names = available_methods() if methods is None else list(methods)
     plan = {name: dict(method_info(name).quickstart or {}) for name in names}
     return {n: o for n, o in plan.items() if methods is not None or method_info(n).quickstart is not None}
-
-def _fill_references(name: str, overrides: dict, runs: Path) -> dict:
-    "`overrides` with each reference of the method set to its run folder, when that run has finished."
-    for config_field, other in method_info(name).references.items():
-        if (runs / other / "checkpoints" / "last.pt").is_file():
-            overrides.setdefault(config_field, str((runs / other).resolve()))
-    return overrides
 
 # %% ../nbs/61_quickstart.ipynb #6d9f3ac3
 def _report_method(name: str, run_dir: Path, root: Path, report: Path, loss_log, reid_run, device, num_pairs: int):
@@ -154,7 +147,7 @@ def _quickstart_job(job: tuple[str, str], threads: int | None, overrides_of: dic
     t0 = time.perf_counter()
     if kind == "train":
         loss_log = train_run(name, root, runs / name, preset="tiny", device=device, progress=progress,
-                             config_overrides=_fill_references(name, dict(overrides_of[name]), runs), verify_images=False)
+                             config_overrides=overrides_of[name] | sibling_references(name, runs / name, overrides_of[name]), verify_images=False)
         return _train_seconds(loss_log, time.perf_counter() - t0)
     reid_run = runs / "baseline" if (runs / "baseline" / "checkpoints" / "last.pt").is_file() else None
     loss_log = pd.read_csv(runs / name / "losses.csv")
