@@ -4,7 +4,7 @@
 
 # %% ../nbs/61_quickstart.ipynb #bbe8c320
 from __future__ import annotations
-import json, multiprocessing, os, shutil, time
+import html, json, multiprocessing, os, shutil, time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from functools import partial
 from pathlib import Path
@@ -21,8 +21,8 @@ from .runs import chance_level, evaluate_run, sibling_references, train_run
 from .viz import loss_curves_figure, loss_curves_png, ranked_list_image, ranked_lists_figure
 
 # %% auto #0
-__all__ = ['DISENTANGLEMENT_COLUMNS', 'ensure_synthreid', 'ranked_list_report', 'quickstart_plan', 'quickstart_jobs',
-           'quickstart']
+__all__ = ['DISENTANGLEMENT_COLUMNS', 'CAPTIONS', 'CODES_COLUMNS', 'ensure_synthreid', 'ranked_list_report', 'quickstart_plan',
+           'report_page', 'quickstart_jobs', 'quickstart']
 
 # %% ../nbs/61_quickstart.ipynb #0ed88abd
 DISENTANGLEMENT_COLUMNS = tuple(f"swap_{m}{r}{ref}" for r in ("", "_person", "_background") for m in ("l1", "ssim")
@@ -78,8 +78,6 @@ def _report_method(name: str, run_dir: Path, root: Path, report: Path, loss_log,
     details = evaluate_run(run_dir, root, device=device, return_details=True)
     chance = chance_level(details["q_pids"], details["g_pids"], details["q_camids"], details["g_camids"])
     row = {"method": name, **{k: details[k] for k in ("rank1", "rank5", "rank10", "mAP", "mINP")}}
-    loss_curves_figure(loss_log, title=f"{name}: training losses").write_html(report / f"losses_{name}.html",
-                                                                             include_plotlyjs=True)
     loss_curves_png(loss_log, report / f"losses_{name}.png", title=f"{name}: training losses")
     ranked_list_report(details, report / f"ranked_{name}.png")
     if not method_info(name).disentangler: return row, None, chance
@@ -88,26 +86,98 @@ def _report_method(name: str, run_dir: Path, root: Path, report: Path, loss_log,
     return row, {"method": name, **{k: codes.get(k) for k in DISENTANGLEMENT_COLUMNS}}, chance
 
 # %% ../nbs/61_quickstart.ipynb #6d9f3ac4
-def _write_report(report: Path, rows: list, codes_rows: list, chance, extra: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "results.csv (with a chance-level row), disentanglement.csv and summary.json."
+def _write_report(report: Path, runs: Path, rows: list, codes_rows: list, chance, extra: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "results.csv (with a chance-level row), disentanglement.csv, the report page index.html and summary.json."
     if chance is not None:
         rows = rows + [{"method": "chance (random ranking)", "rank1": chance["rank1"], "mAP": chance["mAP"]}]
     results, codes_table = pd.DataFrame(rows), pd.DataFrame(codes_rows)
     results.to_csv(report / "results.csv", index=False)
     if len(codes_table): codes_table.to_csv(report / "disentanglement.csv", index=False)
+    report_page(report, runs, results, codes_table, extra)
     summary = {**extra, "results": results.to_dict(orient="records"),
                "disentanglement": codes_table.to_dict(orient="records"),
                "files": sorted({p.name for p in report.iterdir()} | {"summary.json"})}
     atomic_write_text(report / "summary.json", json.dumps(summary, indent=2, default=float))
     return results, codes_table
 
+# %% ../nbs/61_quickstart.ipynb #b7e0c102
+CAPTIONS = {
+    "results": "Re-ID on SynthReID's query / gallery split (same-camera matches of the query excluded). rank-k: a true "
+               "match among the first k; mAP: mean average precision; mINP: how far down the hardest true match sits. "
+               "The chance row is a random ranking; training seconds come from each run's loss log.",
+    "disentanglement": "Swaps against SynthReID's rendered ground truth (person a with b's structure), on the person "
+                       "region and the whole image. A swap works when its error is below both trivial answers: "
+                       "'ref a' returns the appearance donor unchanged, 'ref b' the structure donor.",
+    "losses": "Every logged loss against the step; shaded bands are the training stages. Look for losses that fall and "
+              "settle, and for a discriminator whose loss neither runs to zero nor blows up.",
+    "ranked": "Six queries (left) and their ten nearest gallery images, nearest first; green border: the same person, "
+              "red: someone else. Look for green near the left.",
+    "swaps": "Per row: appearance donor a, structure donor b, the model's image of a's appearance with b's structure, "
+             "and the ground truth rendered by SynthReID. Look for the third image matching the fourth.",
+}
+CODES_COLUMNS = ("method", "swap_l1_person", "swap_l1_person_ref_a", "swap_l1_person_ref_b", "swap_ssim_person",
+                 "swap_l1", "swap_l1_ref_a", "swap_l1_ref_b", "recon_ssim", "appearance_effect", "appearance_effect_truth",
+                 "retention_appearance", "fid", "swap_beats_both_person")
+
+def _html_table(table: pd.DataFrame, caption: str) -> str:
+    body = table.to_html(index=False, border=0, na_rep="–", float_format=lambda v: f"{v:.3f}")
+    return f"<figure>{body}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+def _swap_verdict(row: pd.Series) -> str:
+    "One line on whether the method's swaps beat the trivial references on the person region."
+    a, b, mine = (row.get(k) for k in ("swap_l1_person_ref_a", "swap_l1_person_ref_b", "swap_l1_person"))
+    if pd.isna(mine): return ""
+    numbers = f"person L1 {mine:.3f} against 'return a' {a:.3f} and 'return b' {b:.3f}"
+    if bool(row.get("swap_beats_both_person")): return f"These swaps beat both trivial answers on the person ({numbers})."
+    return (f"These swaps do not beat both trivial answers on the person ({numbers}): read the grid as what this "
+            f"training budget gives, not as a working transfer.")
+
+# %% ../nbs/61_quickstart.ipynb #b7e0c103
+def report_page(report, runs, results: pd.DataFrame, codes: pd.DataFrame | None = None, extra: dict | None = None,
+                title: str = "reid-workbench quickstart") -> Path:
+    "Write `report/index.html` (see above) from the report's tables and figures and the runs' loss logs."
+    from plotly.offline import get_plotlyjs
+    report, runs, extra = Path(report), Path(runs), extra or {}
+    timings = extra.get("timings", {})
+    head = (f"<h1>{html.escape(title)}</h1><p>Data: {html.escape(str(extra.get('data', '')))} · "
+            f"{html.escape(json.dumps(extra.get('data_stats', {})))}"
+            + (f" · {timings['total_s'] / 60:.1f} minutes, {timings.get('jobs', 1)} job(s) at once" if "total_s" in timings else "")
+            + "</p>")
+    parts = [head, "<h2>Re-identification</h2>", _html_table(results, CAPTIONS["results"])]
+    if codes is not None and len(codes):
+        parts += ["<h2>Disentanglement</h2>", _html_table(codes[[c for c in CODES_COLUMNS if c in codes]], CAPTIONS["disentanglement"])]
+    by_method = {} if codes is None or not len(codes) else {r["method"]: r for _, r in codes.iterrows()}
+    for name in (m for m in results["method"] if (runs / m / "losses.csv").is_file()):
+        parts.append(f"<h2 id='{html.escape(name)}'>{html.escape(name)}</h2>")
+        log = pd.read_csv(runs / name / "losses.csv")
+        if len(log): parts.append(_figure_html(loss_curves_figure(log, title=f"{name}: training losses"), CAPTIONS["losses"]))
+        if (report / f"ranked_{name}.png").is_file(): parts.append(_image_html(f"ranked_{name}.png", CAPTIONS["ranked"]))
+        if (report / f"swap_grid_{name}.png").is_file():
+            verdict = _swap_verdict(by_method[name]) if name in by_method else ""
+            parts.append(_image_html(f"swap_grid_{name}.png", f"{CAPTIONS['swaps']} {verdict}".strip()))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_PAGE_STYLE}</style>"
+            f"<script>{get_plotlyjs()}</script></head><body>{''.join(parts)}</body></html>")
+    return atomic_write_text(report / "index.html", page)
+
+_PAGE_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+               "table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
+               "figure{margin:1em 0}figcaption{color:#555;font-size:13px;margin-top:4px}"
+               "img{max-width:100%;image-rendering:pixelated;border:1px solid #eee}")
+
+def _figure_html(fig, caption: str) -> str:
+    return f"<figure>{fig.to_html(full_html=False, include_plotlyjs=False)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+def _image_html(file: str, caption: str) -> str:
+    return f"<figure><img src='{html.escape(file)}' alt='{html.escape(caption)}'><figcaption>{html.escape(caption)}</figcaption></figure>"
+
 # %% ../nbs/61_quickstart.ipynb #6d9f3ac5
 def _closing_message(out: Path, report: Path) -> str:
     runs = out / "runs"
     generative = next((n for n in available_methods(disentangler=True) if (runs / n).is_dir()), "dgnet")
     return (f"\nEverything is in {out.resolve()}:\n"
+            f"  report page     {report / 'index.html'} (open it in a browser: tables, curves, ranked lists, swaps)\n"
             f"  results table   {report / 'results.csv'}\n"
-            f"  loss curves     {report}/losses_<method>.html (interactive) and .png\n"
+            f"  loss curves     {report}/losses_<method>.png\n"
             f"  ranked lists    {report}/ranked_<method>.png\n"
             f"  disentanglement {report / 'disentanglement.csv'} and swap_grid_<method>.png\n"
             f"  runs            {runs}/<method> (config, checkpoints, losses.csv)\n"
@@ -210,7 +280,7 @@ def quickstart(out="quickstart", methods: list | dict | None = None, synth: Synt
         rows.append({**row, "train_seconds": done[("train", name)]})
         if codes_row: codes_rows.append(codes_row)
     timings["total_s"] = round(time.perf_counter() - start, 1)
-    results, codes_table = _write_report(report, rows, codes_rows, chance,
+    results, codes_table = _write_report(report, runs, rows, codes_rows, chance,
                                          {"data": str(root), "data_stats": stats, "timings": timings})
     log(f"[4/4] report -> {report} ({timings['total_s'] / 60:.1f} min in all)")
     log(results.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
