@@ -139,15 +139,16 @@ def report_page(report, runs, results: pd.DataFrame, codes: pd.DataFrame | None 
     from plotly.offline import get_plotlyjs
     report, runs, extra = Path(report), Path(runs), extra or {}
     timings = extra.get("timings", {})
-    head = (f"<h1>{html.escape(title)}</h1><p>Data: {html.escape(str(extra.get('data', '')))} · "
-            f"{html.escape(json.dumps(extra.get('data_stats', {})))}"
-            + (f" · {timings['total_s'] / 60:.1f} minutes, {timings.get('jobs', 1)} job(s) at once" if "total_s" in timings else "")
-            + "</p>")
-    parts = [head, "<h2>Re-identification</h2>", _html_table(results, CAPTIONS["results"])]
+    facts = ([f"data: {extra['data']}"] if extra.get("data") else []) + [f"{k} {v}" for k, v in extra.get("data_stats", {}).items()]
+    if "total_s" in timings: facts.append(f"{timings['total_s'] / 60:.1f} minutes, {timings.get('jobs', 1)} job(s) at once")
+    sections = [m for m in results["method"] if (runs / m / "losses.csv").is_file()]
+    links = " · ".join(f"<a href='#{html.escape(m)}'>{html.escape(m)}</a>" for m in sections)
+    parts = [f"<h1>{html.escape(title)}</h1><p>{html.escape(' · '.join(facts))}</p><p>Methods: {links}</p>",
+             "<h2>Re-identification</h2>", _html_table(results, CAPTIONS["results"])]
     if codes is not None and len(codes):
         parts += ["<h2>Disentanglement</h2>", _html_table(codes[[c for c in CODES_COLUMNS if c in codes]], CAPTIONS["disentanglement"])]
     by_method = {} if codes is None or not len(codes) else {r["method"]: r for _, r in codes.iterrows()}
-    for name in (m for m in results["method"] if (runs / m / "losses.csv").is_file()):
+    for name in sections:
         parts.append(f"<h2 id='{html.escape(name)}'>{html.escape(name)}</h2>")
         log = pd.read_csv(runs / name / "losses.csv")
         if len(log): parts.append(_figure_html(loss_curves_figure(log, title=f"{name}: training losses"), CAPTIONS["losses"]))
@@ -161,6 +162,7 @@ def report_page(report, runs, results: pd.DataFrame, codes: pd.DataFrame | None 
 
 _PAGE_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
                "table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
+               "td:first-child,th:first-child{text-align:left}"
                "figure{margin:1em 0}figcaption{color:#555;font-size:13px;margin-top:4px}"
                "img{max-width:100%;image-rendering:pixelated;border:1px solid #eee}")
 

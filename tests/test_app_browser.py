@@ -110,3 +110,47 @@ def test_app_renders_in_chromium(served_run, artifacts_dir, tmp_path):
     assert not bad, f"console errors: {bad}"
     unexpected = [u for u in external if not u.startswith(VOILA_TEMPLATE_CDN)]
     assert not unexpected, f"the page asked for resources outside 127.0.0.1: {unexpected}"
+
+
+def test_report_page_opens_in_chromium(artifacts_dir, tmp_path):
+    "The quickstart's report/index.html from disk: tables, one plotly bundle drawing every curve, images, no errors."
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+    from reid_workbench.quickstart import report_page
+    report, runs = tmp_path / "report", tmp_path / "runs"
+    report.mkdir()
+    results = pd.DataFrame([{"method": "baseline", "rank1": 0.7, "mAP": 0.6, "train_seconds": 10.0},
+                            {"method": "dgnet", "rank1": 0.5, "mAP": 0.4, "train_seconds": 20.0},
+                            {"method": "chance (random ranking)", "rank1": 0.01, "mAP": 0.02}])
+    codes = pd.DataFrame([{"method": "dgnet", "swap_l1_person": 0.2, "swap_l1_person_ref_a": 0.18,
+                           "swap_l1_person_ref_b": 0.23, "swap_beats_both_person": False, "recon_ssim": 0.3}])
+    rng = np.random.default_rng(0)
+    for name in ("baseline", "dgnet"):
+        (runs / name).mkdir(parents=True)
+        steps = np.arange(1, 41)
+        pd.DataFrame({"stage": "train", "epoch": steps // 10, "step": steps, "seconds": steps * 0.5,
+                      "loss": 2 / steps + rng.random(40) * 0.05}).to_csv(runs / name / "losses.csv", index=False)
+        Image.fromarray(rng.integers(0, 255, (60, 300, 3), dtype=np.uint8)).save(report / f"ranked_{name}.png")
+    Image.fromarray(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(report / "swap_grid_dgnet.png")
+    page_path = report_page(report, runs, results, codes, {"timings": {"total_s": 600.0, "jobs": 2}})
+    page_errors, console_errors, requests = [], [], []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1000})
+            page.on("pageerror", lambda e: page_errors.append(str(e)))
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(page_path.as_uri(), wait_until="load")
+            page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=30_000)
+            assert page.locator(".js-plotly-plot").count() == 2                    # one loss figure per method
+            widths = page.evaluate("() => Array.from(document.images).map(i => i.naturalWidth)")
+            assert len(widths) == 3 and min(widths) > 0                             # two ranked lists, one swap grid
+            text = page.inner_text("body")
+            assert "do not beat both trivial answers" in text and "0.700" in text
+            page.screenshot(path=str(artifacts_dir / "report_page.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not page_errors and not console_errors, (page_errors, console_errors)
+    assert all(u.startswith("file://") for u in requests), f"the report asked for the network: {requests}"
