@@ -132,6 +132,19 @@ def _swap_verdict(row: pd.Series) -> str:
     return (f"These swaps do not beat both trivial answers on the person ({numbers}): read the grid as what this "
             f"training budget gives, not as a working transfer.")
 
+# %% ../nbs/61_quickstart.ipynb #b7e0c104
+_PAGE_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+               "table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
+               "td:first-child,th:first-child{text-align:left}"
+               "figure{margin:1em 0}figcaption{color:#555;font-size:13px;margin-top:4px}"
+               "img{max-width:100%;image-rendering:pixelated;border:1px solid #eee}")
+
+def _figure_html(fig, caption: str) -> str:
+    return f"<figure>{fig.to_html(full_html=False, include_plotlyjs=False)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+def _image_html(file: str, caption: str) -> str:
+    return f"<figure><img src='{html.escape(file)}' alt='{html.escape(caption)}'><figcaption>{html.escape(caption)}</figcaption></figure>"
+
 # %% ../nbs/61_quickstart.ipynb #b7e0c103
 def report_page(report, runs, results: pd.DataFrame, codes: pd.DataFrame | None = None, extra: dict | None = None,
                 title: str = "reid-workbench quickstart") -> Path:
@@ -160,17 +173,6 @@ def report_page(report, runs, results: pd.DataFrame, codes: pd.DataFrame | None 
             f"<script>{get_plotlyjs()}</script></head><body>{''.join(parts)}</body></html>")
     return atomic_write_text(report / "index.html", page)
 
-_PAGE_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-               "table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
-               "td:first-child,th:first-child{text-align:left}"
-               "figure{margin:1em 0}figcaption{color:#555;font-size:13px;margin-top:4px}"
-               "img{max-width:100%;image-rendering:pixelated;border:1px solid #eee}")
-
-def _figure_html(fig, caption: str) -> str:
-    return f"<figure>{fig.to_html(full_html=False, include_plotlyjs=False)}<figcaption>{html.escape(caption)}</figcaption></figure>"
-
-def _image_html(file: str, caption: str) -> str:
-    return f"<figure><img src='{html.escape(file)}' alt='{html.escape(caption)}'><figcaption>{html.escape(caption)}</figcaption></figure>"
 
 # %% ../nbs/61_quickstart.ipynb #6d9f3ac5
 def _closing_message(out: Path, report: Path) -> str:
@@ -233,18 +235,26 @@ def _job_message(job: tuple[str, str], runs: Path) -> str:
     return f"[3/4] evaluating {name}" + (" and its disentanglement against SynthReID's ground truth"
                                          if method_info(name).disentangler else "")
 
+def _shared(job: tuple[str, str], jobs: dict) -> bool:
+    "A training that another method's training waits for (a referenced run: the baseline)."
+    return job[0] == "train" and any(job in needs for other, needs in jobs.items() if other[0] == "train" and other[1] != job[1])
+
 def _run_jobs(jobs: dict, run_job, workers: int, log, runs: Path) -> dict:
     "`{job: result}`: in order in this process (1 worker), or `workers` processes taking each job once it may start."
     if workers == 1:
         out = {}
         for job in jobs: log(_job_message(job, runs)); out[job] = run_job(job, None)
         return out
-    threads, out, running = max(1, _cores() // workers), {}, {}
+    out, running, alone = {}, {}, False
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         while len(out) < len(jobs):
-            for job, needs in jobs.items():
-                if len(running) < workers and job not in out and job not in running.values() and needs <= set(out):
-                    log(_job_message(job, runs)); running[pool.submit(run_job, job, threads)] = job
+            ready = [j for j, needs in jobs.items() if j not in out and j not in running.values() and needs <= set(out)]
+            for job in ready if not alone else []:
+                if len(running) >= workers or (_shared(job, jobs) and running): break
+                alone = _shared(job, jobs) or (not running and len(ready) == 1)
+                log(_job_message(job, runs))
+                running[pool.submit(run_job, job, _cores() if alone else max(1, _cores() // workers))] = job
+                if alone: break
             if not running: raise ValueError(f"quickstart: jobs {[j for j in jobs if j not in out]} wait for each other")
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
@@ -254,6 +264,7 @@ def _run_jobs(jobs: dict, run_job, workers: int, log, runs: Path) -> dict:
                     for other in running: other.cancel()
                     raise
                 log(f"      {job[1]}: {'trained' if job[0] == 'train' else 'evaluated'} ({time.strftime('%H:%M:%S')})")
+            alone = alone and bool(running)
     return out
 
 # %% ../nbs/61_quickstart.ipynb #6d9f3ac1
