@@ -125,12 +125,14 @@ def _html_table(table: pd.DataFrame, caption: str) -> str:
 
 def _swap_verdict(row: pd.Series) -> str:
     "One line on whether the method's swaps beat the trivial references on the person region."
-    a, b, mine = (row.get(k) for k in ("swap_l1_person_ref_a", "swap_l1_person_ref_b", "swap_l1_person"))
-    if pd.isna(mine): return ""
-    numbers = f"person L1 {mine:.3f} against 'return a' {a:.3f} and 'return b' {b:.3f}"
+    if pd.isna(row.get("swap_l1_person")): return ""
+    l1, ssim = ([row.get(f"swap_{m}_person{r}") for r in ("", "_ref_a", "_ref_b")] for m in ("l1", "ssim"))
+    f = lambda v: "–" if v is None or pd.isna(v) else f"{v:.3f}"
+    numbers = (f"person L1 {f(l1[0])} / SSIM {f(ssim[0])} against 'return a' {f(l1[1])} / {f(ssim[1])} and "
+               f"'return b' {f(l1[2])} / {f(ssim[2])}")
     if bool(row.get("swap_beats_both_person")): return f"These swaps beat both trivial answers on the person ({numbers})."
-    return (f"These swaps do not beat both trivial answers on the person ({numbers}): read the grid as what this "
-            f"training budget gives, not as a working transfer.")
+    return (f"These swaps do not beat both trivial answers on the person, by a lower L1 and a higher SSIM ({numbers}): "
+            f"read the grid as what this training budget gives, not as a working transfer.")
 
 # %% ../nbs/61_quickstart.ipynb #b7e0c104
 _PAGE_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
