@@ -4,7 +4,7 @@
 
 # %% ../nbs/49_runs.ipynb #ff950f5a
 from __future__ import annotations
-import json, time
+import json, os, time
 from pathlib import Path
 import pandas as pd
 import torch
@@ -45,7 +45,7 @@ def train_run(method: str, data, out, preset: str = "tiny", epochs: int | None =
 def sibling_references(method: str, out, overrides: dict | None = None) -> dict:
     """`{config field: run folder}` for each of the method's `references` that `overrides` leaves unset and whose
     method has a finished run beside `out` (`<out>/../<method>`)."""
-    runs, given = Path(out).resolve().parent, dict(overrides or {})
+    runs, given = Path(os.path.abspath(out)).parent, dict(overrides or {})   # not resolve(): `out` may be a bad link
     return {field: str(runs / other) for field, other in method_info(method).references.items()
             if field not in given and (runs / other / "checkpoints" / "last.pt").is_file()}
 
