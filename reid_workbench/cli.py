@@ -89,8 +89,8 @@ def cmd_evaluate(args) -> int:
 # %% ../nbs/60_cli.ipynb #2d2f437c
 def default_reid_run(run: Path) -> Path | None:
     "The independent re-ID model for `eval-codes` when none is named: a baseline run beside `run` (quickstart layout)."
-    candidate = Path(run).resolve().parent / "baseline"
-    return candidate if (candidate / "checkpoints" / "last.pt").is_file() else None
+    from reid_workbench.runs import finished_run_beside
+    return finished_run_beside(run, "baseline")
 
 def cmd_eval_codes(args) -> int:
     from reid_workbench.codes_metrics import eval_codes

@@ -17,7 +17,7 @@ from .registry import info_of, load_trained, method_config, method_info
 from .training import Trainer, TrainerConfig, run_data_root, run_info
 
 # %% auto #0
-__all__ = ['train_run', 'sibling_references', 'evaluate_run', 'chance_level']
+__all__ = ['train_run', 'finished_run_beside', 'sibling_references', 'evaluate_run', 'chance_level']
 
 # %% ../nbs/49_runs.ipynb #7cf35ff4
 def train_run(method: str, data, out, preset: str = "tiny", epochs: int | None = None, device: str = "auto",
@@ -42,12 +42,17 @@ def train_run(method: str, data, out, preset: str = "tiny", epochs: int | None =
     return trainer.fit(resume=resume, accept_changes=accept_changes)
 
 # %% ../nbs/49_runs.ipynb #5f1e2a02
+def finished_run_beside(out, method: str) -> Path | None:
+    "`<out>/../<method>` when it holds a finished run (the quickstart's layout), else None."
+    candidate = Path(os.path.abspath(out)).parent / method          # not resolve(): `out` may be a bad link
+    return candidate if (candidate / "checkpoints" / "last.pt").is_file() else None
+
 def sibling_references(method: str, out, overrides: dict | None = None) -> dict:
     """`{config field: run folder}` for each of the method's `references` that `overrides` leaves unset and whose
-    method has a finished run beside `out` (`<out>/../<method>`)."""
-    runs, given = Path(os.path.abspath(out)).parent, dict(overrides or {})   # not resolve(): `out` may be a bad link
-    return {field: str(runs / other) for field, other in method_info(method).references.items()
-            if field not in given and (runs / other / "checkpoints" / "last.pt").is_file()}
+    method has a finished run beside `out`."""
+    found = {field: finished_run_beside(out, other) for field, other in method_info(method).references.items()
+             if field not in (overrides or {})}
+    return {field: str(run) for field, run in found.items() if run is not None}
 
 # %% ../nbs/49_runs.ipynb #5c0be004
 def _rescored(model, dist, query_loader, gallery_loader, device, flip: bool, k: int):
