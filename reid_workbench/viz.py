@@ -4,6 +4,7 @@
 
 # %% ../nbs/51_viz.ipynb #4b7f1c21
 from __future__ import annotations
+import math
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from .core import convert_range
 
 # %% auto #0
 __all__ = ['to_pil', 'ranked_list_image', 'ranked_lists_figure', 'loss_columns', 'loss_curves_figure', 'loss_curves_png',
-           'image_grid']
+           'image_grid', 'captioned_image']
 
 # %% ../nbs/51_viz.ipynb #ec98c411
 def to_pil(images, normalization: str = "imagenet") -> list[Image.Image] | Image.Image:
@@ -122,13 +123,38 @@ def image_grid(images: list, rows: int, cols: int, size=None, pad: int = 2, back
     if len(images) > rows * cols: raise ValueError(f"{len(images)} images do not fit a {rows}x{cols} grid")
     if not images: raise ValueError("image_grid: no images")
     w, h = (size[1], size[0]) if size else images[0].size
-    left = 60 if row_labels else 0
+    font = _font(10)
+    left = int(max(font.getlength(t) for t in row_labels)) + 6 if row_labels else 0   # the longest label fits
     top = 14 if col_labels else 0
     grid = Image.new("RGB", (left + cols * (w + pad) + pad, top + rows * (h + pad) + pad), background)
-    draw, font = ImageDraw.Draw(grid), _font(10)
+    draw = ImageDraw.Draw(grid)
     for i, im in enumerate(images):
         r, c = divmod(i, cols)
         grid.paste(im.convert("RGB").resize((w, h)), (left + pad + c * (w + pad), top + pad + r * (h + pad)))
     for r, text in enumerate(row_labels or []): draw.text((2, top + pad + r * (h + pad) + h // 2 - 5), text, fill="black", font=font)
     for c, text in enumerate(col_labels or []): draw.text((left + pad + c * (w + pad), 1), text, fill="black", font=font)
     return grid
+
+# %% ../nbs/51_viz.ipynb #cap00002
+def _wrap(text: str, font, width: float) -> list[str]:
+    "`text` in lines no wider than `width` pixels (its own line breaks kept)."
+    lines = []
+    for paragraph in text.splitlines() or [""]:
+        line = ""
+        for word in paragraph.split(" "):
+            if line and font.getlength(f"{line} {word}") > width: lines.append(line); line = word
+            else: line = f"{line} {word}" if line else word
+        lines.append(line)
+    return lines
+
+def captioned_image(image: Image.Image, caption: str, min_width: int = 320, font_size: int = 12) -> Image.Image:
+    "`image` enlarged (whole factor, nearest) to at least `min_width` px wide, under its wrapped `caption`."
+    scale = max(1, math.ceil(min_width / image.width))
+    big = image.convert("RGB").resize((image.width * scale, image.height * scale), Image.NEAREST)
+    font, line_height = _font(font_size), font_size + 4
+    lines = _wrap(caption, font, big.width - 8)
+    out = Image.new("RGB", (big.width, big.height + line_height * len(lines) + 6), "white")
+    draw = ImageDraw.Draw(out)
+    for k, line in enumerate(lines): draw.text((4, 3 + k * line_height), line, fill="black", font=font)
+    out.paste(big, (0, out.height - big.height))
+    return out

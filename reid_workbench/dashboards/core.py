@@ -6,6 +6,8 @@
 from __future__ import annotations
 import html, importlib, io, json, math, os, pkgutil, time
 from dataclasses import dataclass
+from contextlib import contextmanager
+from datetime import datetime
 from functools import cached_property, wraps
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,20 +22,21 @@ from fastcore.basics import patch
 
 from ..codes import Codes, equal_stripes, is_disentangler, missing_protocol
 from ..codes_metrics import encode_images, keypoints_at, mask_to_size, swap_ground_truth
-from ..core import convert_range
+from ..core import atomic_write_bytes, convert_range
 from ..data.datasets import ReIDDataset, load_dataset
 from ..data.loaders import load_image
 from ..data.pose import draw_skeleton
 from ..data.synth import load_factors, synthreid_info
 from ..registry import info_of, load_trained
 from ..training import run_data_root
-from ..viz import to_pil
+from ..viz import captioned_image, to_pil
 import torchvision.transforms.v2.functional as TF   # after reid_workbench: it makes torchvision's ops importable
 
 # %% auto #0
-__all__ = ['PART_COLOURS', 'ALL', 'png_bytes', 'png_array', 'image_widget', 'captioned', 'part_colour', 'outline_regions',
-           'model_image', 'input_size_of', 'ImageBank', 'need_disentangler', 'model_device', 'CodeBank', 'code_bank',
-           'ImagePicker', 'plotly_bundle', 'show_figure', 'error_html', 'Dashboard', 'ErrorDashboard', 'OpenRun',
+__all__ = ['PIXELATED', 'STYLE', 'PART_COLOURS', 'ALL', 'png_bytes', 'png_array', 'image_widget', 'style_widget', 'captioned',
+           'part_colour', 'outline_regions', 'model_image', 'input_size_of', 'ImageBank', 'need_disentangler',
+           'model_device', 'CodeBank', 'code_bank', 'ImagePicker', 'plotly_bundle', 'show_figure', 'error_html',
+           'Dashboard', 'interactive_threads', 'download_link', 'ErrorDashboard', 'OpenRun', 'build_for_run',
            'DashboardEntry', 'register_dashboard', 'dashboards_for']
 
 # %% ../../nbs/52_dashboards.core.ipynb #396b449f
@@ -48,11 +51,19 @@ def png_array(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(bytes(data))) as im: return np.asarray(im.convert("RGB")).copy()
 
 # %% ../../nbs/52_dashboards.core.ipynb #e3ca3ed5
+PIXELATED = "rw-pixelated"
+STYLE = (f"<style>.{PIXELATED}, .{PIXELATED} img {{image-rendering: pixelated}} "
+         ".rw-caption {font-size: 11px; line-height: 13px; text-align: center; white-space: nowrap}</style>")
+
 def image_widget(width: int | None = None, layout: W.Layout | None = None, **kwargs) -> W.Image:
-    "An empty PNG `ipywidgets.Image`, shown `width` pixels wide (the bytes keep their own resolution)."
+    "An empty PNG `ipywidgets.Image`, shown `width` pixels wide, pixelated when upscaled (the bytes keep their resolution)."
     layout = layout or W.Layout()
     if width: layout.width, layout.height = f"{width}px", "auto"
-    return W.Image(format="png", layout=layout, **kwargs)
+    return W.Image(format="png", layout=layout, **kwargs).add_class(PIXELATED)
+
+def style_widget() -> W.HTML:
+    "The page style the dashboards' images and captions need (pixelated upscaling); shown once above them."
+    return W.HTML(STYLE, layout=W.Layout(height="0px", margin="0px"))
 
 def captioned(caption: str, widget: W.Widget) -> W.VBox:
     "`widget` under a centred caption."
@@ -276,8 +287,8 @@ ALL = "all"   # the filters' "no filter" value (a Dropdown shows a None value as
 
 class ImagePicker:
     "A strip of thumbnails of an image bank with identity / camera filters and an index box; `value` is the index."
-    def __init__(self, bank: ImageBank, label: str = "image", value: int = 0, per_page: int = 8,
-                 thumbnail: Callable[[int], Image.Image] | None = None, thumb_width: int = 44):
+    def __init__(self, bank: ImageBank, label: str = "image", value: int = 0, per_page: int = 10,
+                 thumbnail: Callable[[int], Image.Image] | None = None, thumb_width: int = 56):
         self.bank, self.per_page = bank, per_page
         self._thumbnail = thumbnail or bank.pil
         self._png: dict[int, bytes] = {}
@@ -311,7 +322,7 @@ def _filters(self: ImagePicker, label: str, value: int):
     self.index = W.BoundedIntText(value=int(value), min=0, max=len(bank) - 1, description="index", **small)
     self.pid_filter.observe(lambda _: self._filter(), "value")
     self.cam_filter.observe(lambda _: self._filter(), "value")
-    self.index.observe(lambda _: self._highlight(), "value")
+    self.index.observe(lambda _: self._show_selected(), "value")
 
 # %% ../../nbs/52_dashboards.core.ipynb #e23e823a
 @patch
@@ -319,7 +330,8 @@ def _strip(self: ImagePicker, thumb_width: int):
     "The page of thumbnails, a button under each, and the page buttons."
     n = self.per_page
     self.thumbs = [image_widget(thumb_width) for _ in range(n)]
-    self.buttons = [W.Button(description="", layout=W.Layout(width=f"{thumb_width + 6}px", padding="0px"))
+    self.captions = [W.HTML("", layout=W.Layout(width=f"{thumb_width + 10}px")) for _ in range(n)]
+    self.buttons = [W.Button(description="", layout=W.Layout(width=f"{thumb_width + 10}px", padding="0px"))
                     for _ in range(n)]
     self._slots: list[int | None] = [None] * n
     for k, b in enumerate(self.buttons): b.on_click(lambda _, k=k: self._click(k))
@@ -328,7 +340,8 @@ def _strip(self: ImagePicker, thumb_width: int):
     self.page_label = W.Label()
     self.prev_page.on_click(lambda _: self.show_page(self.page - 1))
     self.next_page.on_click(lambda _: self.show_page(self.page + 1))
-    cells = [W.VBox([t, b], layout=W.Layout(align_items="center")) for t, b in zip(self.thumbs, self.buttons)]
+    cells = [W.VBox([t, c, b], layout=W.Layout(align_items="center"))
+             for t, c, b in zip(self.thumbs, self.captions, self.buttons)]
     self.strip = W.HBox([self.prev_page, *cells, self.next_page, self.page_label], layout=W.Layout(align_items="center"))
 
 # %% ../../nbs/52_dashboards.core.ipynb #32bc57ce
@@ -354,6 +367,13 @@ def _filter(self: ImagePicker):
 def _highlight(self: ImagePicker):
     for k, b in enumerate(self.buttons): b.button_style = "info" if self._slots[k] == self.value else ""
 
+@patch
+def _show_selected(self: ImagePicker):
+    "A typed index the filters hide clears them; the page that holds the selection is shown."
+    if self.value not in self.candidates:
+        self.pid_filter.value = self.cam_filter.value = ALL     # each runs _filter, which keeps the typed value
+    if self.value in self.candidates: self.show_page(self.candidates.index(self.value) // self.per_page)
+
 # %% ../../nbs/52_dashboards.core.ipynb #65fc4a4d
 @patch
 def show_page(self: ImagePicker, page: int):
@@ -364,9 +384,11 @@ def show_page(self: ImagePicker, page: int):
     for k in range(self.per_page):
         i = shown[k] if k < len(shown) else None
         self._slots[k] = i
-        self.thumbs[k].layout.display = self.buttons[k].layout.display = None if i is not None else "none"
+        for w in (self.thumbs[k], self.captions[k], self.buttons[k]): w.layout.display = None if i is not None else "none"
         if i is not None:
             self.thumbs[k].value = self.thumbnail_png(i)
+            self.captions[k].value = (f'<div class="rw-caption">id {self.bank.pids[i]} · '
+                                      f'c{self.bank.camids[i] + 1}</div>')
             self.buttons[k].description, self.buttons[k].tooltip = f"#{i}", self.bank.label(i)
     self.page_label.value = (f"{self.page + 1}/{pages} · {len(self.candidates)} images" if self.candidates
                              else "no image passes the filters")
@@ -402,6 +424,13 @@ class Dashboard:
         self.error = W.HTML("", layout=W.Layout(display="none"))
         self.update_ms: list[float] = []
         self._message = ""
+        self.run_dir: Path | None = None          # set when built for a run: figures are saved into it
+        self.last_saved: Path | None = None
+
+    @property
+    def figures_dir(self) -> Path:
+        "Where saved figures go: the run's `figures/` folder, else `./figures`."
+        return (self.run_dir if self.run_dir is not None else Path.cwd()) / "figures"
 
     @property
     def ok(self) -> bool: return not self.error.value
@@ -416,7 +445,18 @@ class Dashboard:
         self._message = ""
         self.error.value, self.error.layout.display = "", "none"
 
-    def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
+    def _repr_mimebundle_(self, **kwargs): return W.VBox([style_widget(), self.widget])._repr_mimebundle_(**kwargs)
+
+# %% ../../nbs/52_dashboards.core.ipynb #thr0002
+@contextmanager
+def interactive_threads(threads: int | None = None):
+    "Inside, torch uses `threads` intra-op threads (default $REID_WORKBENCH_DASHBOARD_THREADS or 1); restored after."
+    threads = int(threads or os.environ.get("REID_WORKBENCH_DASHBOARD_THREADS") or 1)
+    before = torch.get_num_threads()
+    if threads != before: torch.set_num_threads(threads)
+    try: yield threads
+    finally:
+        if torch.get_num_threads() != before: torch.set_num_threads(before)
 
 # %% ../../nbs/52_dashboards.core.ipynb #48ccca4a
 @patch
@@ -424,7 +464,7 @@ def _guarded(self: Dashboard, fn: Callable, *args, **kwargs):
     "Run an update: time it, clear the error area, show any exception there instead of raising."
     start = time.perf_counter()
     try:
-        fn(*args, **kwargs)
+        with interactive_threads(): fn(*args, **kwargs)
         self.clear_error()
     except Exception as e:  # a dashboard never raises into the notebook
         self.show_error(f"{type(e).__name__}: {e}")
@@ -436,6 +476,62 @@ def _callback(self: Dashboard, fn: Callable) -> Callable:
     @wraps(fn)
     def run(*_): self._guarded(fn)
     return run
+
+# %% ../../nbs/52_dashboards.core.ipynb #sav00002
+def _stamped(folder: Path, name: str, suffix: str) -> Path:
+    "A new file name in `folder`: `name`, the time, and a counter when that is taken."
+    stem = f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    path, k = folder / f"{stem}{suffix}", 1
+    while path.exists(): path, k = folder / f"{stem}-{k}{suffix}", k + 1
+    return path
+
+def download_link(path: Path, data: bytes, mime: str) -> str:
+    "HTML saying where `path` was written, with a link that downloads `data` under its name."
+    import base64
+    href = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+    return (f'saved <code>{html.escape(str(path))}</code> · <a download="{html.escape(path.name)}" '
+            f'href="{href}">download</a>')
+
+# %% ../../nbs/52_dashboards.core.ipynb #sav00003
+@patch
+def _save_file(self: Dashboard, name: str, suffix: str, data: bytes) -> Path:
+    "Write `data` atomically as a new file `name-<time>suffix` in figures_dir; remember it as `last_saved`."
+    folder = self.figures_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    self.last_saved = atomic_write_bytes(_stamped(folder, name, suffix), data)
+    return self.last_saved
+
+@patch
+def _file_control(self: Dashboard, label: str, tooltip: str, save: Callable[[], tuple[Path, bytes, str]]) -> W.HBox:
+    "A button that runs `save()` -> (path, bytes, mime) guarded and shows where it went with a download link."
+    button = W.Button(description=label, icon="download", tooltip=tooltip, layout=W.Layout(width="auto"))
+    status = W.HTML()
+    def clicked(_):
+        status.value = ""
+        def run():
+            path, data, mime = save()
+            status.value = download_link(path, data, mime)
+        self._guarded(run)
+    button.on_click(clicked)
+    return W.HBox([button, status], layout=W.Layout(align_items="center"))
+
+# %% ../../nbs/52_dashboards.core.ipynb #sav00004
+@patch
+def save_control(self: Dashboard, name: str, make: Callable[[], tuple[Image.Image, str]]) -> W.HBox:
+    "A 'save PNG' button: `make()` -> (image, caption) is written, captioned, into figures_dir and offered for download."
+    def save():
+        image, caption = make()
+        data = png_bytes(captioned_image(image, caption))
+        return self._save_file(name, ".png", data), data, "image/png"
+    return self._file_control("save PNG", f"write this view into {self.figures_dir} and download it", save)
+
+@patch
+def csv_control(self: Dashboard, name: str, make: Callable[[], pd.DataFrame]) -> W.HBox:
+    "A 'save CSV' button: the table `make()` is written into figures_dir and offered for download."
+    def save():
+        data = make().to_csv(index=False).encode()
+        return self._save_file(name, ".csv", data), data, "text/csv"
+    return self._file_control("save CSV", f"write this table into {self.figures_dir} and download it", save)
 
 # %% ../../nbs/52_dashboards.core.ipynb #adc937ba
 class ErrorDashboard(Dashboard):
@@ -454,10 +550,10 @@ class OpenRun:
     model: object = None
     data_root: Path | None = None
     device: str = "cpu"
-    max_images: int = 64
+    max_images: int = 160
 
     @classmethod
-    def load(cls, run_dir, data_root=None, device="cpu", max_images: int = 64, model=None) -> OpenRun:
+    def load(cls, run_dir, data_root=None, device="cpu", max_images: int = 160, model=None) -> OpenRun:
         "Open `run_dir`: its trained model (or `model`) and the dataset it was trained on (or `data_root`)."
         root = run_data_root(run_dir, data_root)
         return cls(Path(run_dir), model if model is not None else load_trained(run_dir, device), root, device, max_images)
@@ -471,11 +567,19 @@ def for_run(cls: Dashboard, run: OpenRun, **options) -> Dashboard:
     "This dashboard of an opened run (default: built from the run's model and dataset)."
     return cls(run.model, run.data_root, device=run.device, **options)
 
+def build_for_run(cls: type, run: OpenRun, **options) -> Dashboard:
+    "Dashboard `cls` of the opened `run`, saving its figures into the run; an ErrorDashboard that says why it cannot be built."
+    try: dashboard = cls.for_run(run, **options)
+    except Exception as e: return ErrorDashboard(cls.title, f"cannot show the {cls.title} dashboard for {run.run_dir}: {e}")
+    dashboard.run_dir = Path(run.run_dir)
+    return dashboard
+
 @patch(cls_method=True)
-def from_run(cls: Dashboard, run_dir, data_root=None, device="cpu", max_images: int = 64, **options) -> Dashboard:
+def from_run(cls: Dashboard, run_dir, data_root=None, device="cpu", max_images: int = 160, **options) -> Dashboard:
     "This dashboard for the trained run at `run_dir`, or an `ErrorDashboard` that says why it cannot be shown."
-    try: return cls.for_run(OpenRun.load(run_dir, data_root, device, max_images), **options)
+    try: run = OpenRun.load(run_dir, data_root, device, max_images)
     except Exception as e: return ErrorDashboard(cls.title, f"cannot show the {cls.title} dashboard for {run_dir}: {e}")
+    return build_for_run(cls, run, **options)
 
 # %% ../../nbs/52_dashboards.core.ipynb #74b6a916
 @dataclass(frozen=True)
