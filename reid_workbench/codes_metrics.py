@@ -37,7 +37,7 @@ __all__ = ['INCEPTION_WEIGHTS_FILE', 'GT_BODIES', 'SWAP_FIGURE_COLUMNS', 'to_uni
            'find_inception_weights', 'inception_feature_extractor', 'resolve_extractor', 'fid', 'swap_candidates',
            'sample_swap_pairs', 'swap_ground_truth', 'mask_to_size', 'EvalImages', 'load_test_images', 'keypoints_at',
            'SwapSet', 'load_swap_set', 'takes_keypoints', 'encode_images', 'generate_swaps', 'reconstruct', 'region_l1',
-           'region_ssim', 'mask_ssim', 'swap_fidelity', 'appearance_effect', 'reconstruction_scores',
+           'region_ssim', 'mask_ssim', 'swap_fidelity', 'appearance_effect', 'reconstruction_scores', 'swap_verdict',
            'intra_identity_ssim', 'ssim_diversity', 'diversity_plan', 'identity_retention', 'swap_figure',
            'save_swap_figure', 'evaluate_disentanglement', 'eval_codes']
 
@@ -496,6 +496,19 @@ def reconstruction_scores(reconstructed: Tensor, images: Tensor) -> dict:
     "L1 and SSIM of reconstructions against their inputs."
     reconstructed, images = to_unit(reconstructed, "unit"), to_unit(images, "unit")
     return dict(recon_l1=_mean(l1_error(reconstructed, images)), recon_ssim=_mean(ssim(reconstructed, images)))
+
+# %% ../nbs/36_codes_metrics.ipynb #verd0002
+def swap_verdict(scores) -> str:
+    "One line on whether a run's swaps beat the trivial references on the person region ('' without the scores)."
+    get = lambda k: None if scores.get(k) is None or (isinstance(scores.get(k), float) and np.isnan(scores.get(k))) else scores.get(k)
+    if get("swap_l1_person") is None: return ""
+    l1, ssim = ([get(f"swap_{m}_person{r}") for r in ("", "_ref_a", "_ref_b")] for m in ("l1", "ssim"))
+    f = lambda v: "–" if v is None else f"{v:.3f}"
+    numbers = (f"person L1 {f(l1[0])} / SSIM {f(ssim[0])} against 'return a' {f(l1[1])} / {f(ssim[1])} and "
+               f"'return b' {f(l1[2])} / {f(ssim[2])}")
+    if bool(get("swap_beats_both_person")): return f"These swaps beat both trivial answers on the person ({numbers})."
+    return (f"These swaps do not beat both trivial answers on the person, by a lower L1 and a higher SSIM ({numbers}): "
+            f"read them as what this training budget gives, not as a working transfer.")
 
 # %% ../nbs/36_codes_metrics.ipynb #1270c350
 def intra_identity_ssim(groups: Sequence[Tensor]) -> float:

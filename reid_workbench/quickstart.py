@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .codes_metrics import eval_codes
+from .codes_metrics import eval_codes, swap_verdict
 from .core import atomic_write_text, get_device
 from .data.datasets import check_data
 from .data.synth import SynthConfig, synthreid_info, write_synthreid
@@ -123,17 +123,6 @@ def _html_table(table: pd.DataFrame, caption: str) -> str:
     body = table.to_html(index=False, border=0, na_rep="–", float_format=lambda v: f"{v:.3f}")
     return f"<figure>{body}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
-def _swap_verdict(row: pd.Series) -> str:
-    "One line on whether the method's swaps beat the trivial references on the person region."
-    if pd.isna(row.get("swap_l1_person")): return ""
-    l1, ssim = ([row.get(f"swap_{m}_person{r}") for r in ("", "_ref_a", "_ref_b")] for m in ("l1", "ssim"))
-    f = lambda v: "–" if v is None or pd.isna(v) else f"{v:.3f}"
-    numbers = (f"person L1 {f(l1[0])} / SSIM {f(ssim[0])} against 'return a' {f(l1[1])} / {f(ssim[1])} and "
-               f"'return b' {f(l1[2])} / {f(ssim[2])}")
-    if bool(row.get("swap_beats_both_person")): return f"These swaps beat both trivial answers on the person ({numbers})."
-    return (f"These swaps do not beat both trivial answers on the person, by a lower L1 and a higher SSIM ({numbers}): "
-            f"read the grid as what this training budget gives, not as a working transfer.")
-
 # %% ../nbs/61_quickstart.ipynb #b7e0c104
 _PAGE_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
                "table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
@@ -169,7 +158,7 @@ def report_page(report, runs, results: pd.DataFrame, codes: pd.DataFrame | None 
         if len(log): parts.append(_figure_html(loss_curves_figure(log, title=f"{name}: training losses"), CAPTIONS["losses"]))
         if (report / f"ranked_{name}.png").is_file(): parts.append(_image_html(f"ranked_{name}.png", CAPTIONS["ranked"]))
         if (report / f"swap_grid_{name}.png").is_file():
-            verdict = _swap_verdict(by_method[name]) if name in by_method else ""
+            verdict = swap_verdict(by_method[name]) if name in by_method else ""
             parts.append(_image_html(f"swap_grid_{name}.png", f"{CAPTIONS['swaps']} {verdict}".strip()))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_PAGE_STYLE}</style>"
             f"<script>{get_plotlyjs()}</script></head><body>{''.join(parts)}</body></html>")

@@ -4,9 +4,12 @@
 
 # %% ../../nbs/58_dashboards.ipynb #9e72a843
 from __future__ import annotations
-import hashlib, html, json, os, shutil, tempfile
+import hashlib, html, json, os, shutil, tempfile, time
+from datetime import datetime
 from pathlib import Path
 import ipywidgets as W
+import pandas as pd
+from fastcore.basics import patch
 
 from ..core import IN_TEST
 from .core import *
@@ -16,40 +19,136 @@ from .part_shuffle import *
 from .retrieval import *
 from .monitor import *
 from ..data.synth import SynthConfig, write_synthreid
-from ..registry import method_config
+from ..codes_metrics import swap_verdict
+from ..registry import available_methods, method_config, method_info
 from ..training import run_info
 
 # %% auto #0
-__all__ = ['RunDashboards', 'cache_folder', 'demo_run']
+__all__ = ['run_card', 'run_card_html', 'RunDashboards', 'cache_folder', 'demo_run']
+
+# %% ../../nbs/58_dashboards.ipynb #card0002
+def _preset_of(info: dict) -> str:
+    "The preset the run's config is closest to, with the fields that differ from it."
+    method, config = info.get("method"), info.get("method_config") or {}
+    best = None
+    for preset in (method_info(method).presets if method in available_methods() else ()):
+        try: ref = json.loads(json.dumps(method_config(method, preset).to_dict(), default=str))
+        except Exception: continue
+        changed = sorted(k for k in set(ref) | set(config) if ref.get(k) != config.get(k))
+        if best is None or len(changed) < len(best[1]): best = (preset, changed)
+    if best is None: return "unknown"
+    preset, changed = best
+    return preset if not changed else f"{preset}, changed: {', '.join(changed[:6])}{' …' if len(changed) > 6 else ''}"
+
+# %% ../../nbs/58_dashboards.ipynb #card0003
+def _read_json(path: Path) -> dict:
+    try: value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError): return {}
+    return value if isinstance(value, dict) else {}
+
+def run_card(run_dir) -> dict:
+    "What the run card shows, as a dict: method, preset, progress, checkpoint, re-ID and swap results (what is known)."
+    run_dir = Path(run_dir)
+    try: info = run_info(run_dir)
+    except (OSError, ValueError) as e: return {"run": run_dir.name, "problem": str(e)}
+    card = {"run": run_dir.name, "method": info.get("method", "?"), "preset": _preset_of(info)}
+    try: log = pd.read_csv(run_dir / "losses.csv", usecols=["stage", "epoch", "step", "seconds"])
+    except (OSError, ValueError): log = None
+    if log is not None and len(log):
+        last = log.iloc[-1]
+        card |= {"stage": str(last["stage"]), "epoch": int(last["epoch"]) + 1, "step": int(last["step"]),
+                 "train_minutes": round(float(last["seconds"]) / 60, 1)}
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    if checkpoint.is_file():
+        card["checkpoint"] = (f"{checkpoint.stat().st_size / 2**20:.0f} MB, "
+                              f"{datetime.fromtimestamp(checkpoint.stat().st_mtime):%Y-%m-%d %H:%M}")
+    card |= {k: v for k, v in _read_json(run_dir / "evaluation.json").items() if k in ("rank1", "mAP", "mINP")}
+    codes = _read_json(run_dir / "disentanglement.json")
+    if "swap_l1_person" in codes: card["swap_verdict"] = swap_verdict(codes)
+    return card
+
+# %% ../../nbs/58_dashboards.ipynb #card0004
+def run_card_html(card: dict) -> str:
+    "The run card as a line of HTML."
+    if "problem" in card: return f"<div class='rw-card'><b>{html.escape(card['run'])}</b>: {html.escape(card['problem'])}</div>"
+    parts = [f"<b>{html.escape(card['method'])}</b>", f"preset {html.escape(card['preset'])}"]
+    if "step" in card:
+        parts.append(f"trained to {html.escape(card['stage'])} epoch {card['epoch']}, step {card['step']} "
+                     f"({card['train_minutes']} min)")
+    if "checkpoint" in card: parts.append(f"checkpoint {html.escape(card['checkpoint'])}")
+    else: parts.append("no checkpoint yet")
+    if "rank1" in card: parts.append(f"rank-1 {card['rank1']:.3f} · mAP {card['mAP']:.3f}")
+    else: parts.append("not evaluated yet (<code>reid-workbench evaluate</code>)")
+    return ("<div class='rw-card' style='background:#f4f6fa;border:1px solid #d8dde8;padding:6px 10px;margin:4px 0'>"
+            + " · ".join(parts) + "</div>")
 
 # %% ../../nbs/58_dashboards.ipynb #944bf0e3
 def _build(entry: DashboardEntry, run: OpenRun) -> Dashboard:
-    "The dashboard of `entry` for `run`, or an ErrorDashboard that says why it cannot be built."
-    try: return entry.cls.for_run(run)
+    "The dashboard of `entry` for `run` (saving its figures into the run), or an ErrorDashboard that says why not."
+    try: return build_for_run(entry.cls, run)
     except Exception as e: return ErrorDashboard(entry.title, f"{type(e).__name__}: {e}")
 
 # %% ../../nbs/58_dashboards.ipynb #4ea275b6
 class RunDashboards:
-    "Every registered dashboard that applies to a run's model, in tabs; `model` skips loading the run's checkpoint."
-    def __init__(self, run_dir, data_root=None, device="cpu", max_images: int = 64, model=None):
+    "Every registered dashboard that applies to a run's model, in tabs built when first shown; `model` skips loading the run's checkpoint."
+    def __init__(self, run_dir, data_root=None, device="cpu", max_images: int = 160, model=None):
         self.run_dir = Path(run_dir)
-        try: run, problem = OpenRun.load(self.run_dir, data_root, device, max_images, model), None
-        except Exception as e: run, problem = OpenRun(self.run_dir, device=device, max_images=max_images), e
-        self.dashboards: dict[str, Dashboard] = {e.title: _build(e, run) for e in dashboards_for(run.model)}
+        try: self.run, problem = OpenRun.load(self.run_dir, data_root, device, max_images, model), None
+        except Exception as e: self.run, problem = OpenRun(self.run_dir, device=device, max_images=max_images), e
+        self.entries = {e.title: e for e in dashboards_for(self.run.model)}
+        self.built: dict[str, Dashboard] = {}
         if problem is not None:
-            self.dashboards["model"] = ErrorDashboard("model", f"cannot open run {self.run_dir}: {problem}")
-        self.tabs = W.Tab(children=[d.widget for d in self.dashboards.values()],
-                          titles=[f"{n} (unavailable)" if isinstance(d, ErrorDashboard) else n
-                                  for n, d in self.dashboards.items()])
-        self.widget = W.VBox([W.HTML(self._heading()), self.tabs])
+            self.built["model"] = ErrorDashboard("model", f"cannot open run {self.run_dir}: {problem}")
+        self.titles = [*self.entries, *self.built]
+        self.status = W.HTML("")
+        self.tabs = W.Tab(children=[self._placeholder(t) for t in self.titles], titles=self.titles)
+        self.tabs.observe(lambda change: self._show(change.new), "selected_index")
+        self.card = run_card(self.run_dir)
+        self.widget = W.VBox([style_widget(), W.HTML(self._heading()), W.HTML(run_card_html(self.card)),
+                              self.status, self.tabs])
+        self._show(0)
 
     def _heading(self) -> str:
-        try: method = run_info(self.run_dir).get("method", "")
-        except (OSError, ValueError): method = ""
+        method = self.card.get("method", "")
         return f"<h2>reid-workbench · {html.escape(self.run_dir.name)}{' · ' + html.escape(method) if method else ''}</h2>"
 
-    def __getitem__(self, name: str) -> Dashboard: return self.dashboards[name]
+    def _placeholder(self, title: str) -> W.Widget:
+        return self.built[title].widget if title in self.built else W.HTML(f"<i>opening the {html.escape(title)} tab …</i>")
+
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
+
+# %% ../../nbs/58_dashboards.ipynb #tabs0002
+@patch
+def __getitem__(self: RunDashboards, name: str) -> Dashboard:
+    "Dashboard `name`, built (once) when first asked for."
+    if name not in self.built:
+        if name not in self.entries: raise KeyError(f"{name!r}: this run's tabs are {', '.join(self.titles)}")
+        self.built[name] = _build(self.entries[name], self.run)
+    return self.built[name]
+
+@patch(as_prop=True)
+def dashboards(self: RunDashboards) -> dict[str, Dashboard]:
+    "Every tab's dashboard, in tab order (builds those not built yet)."
+    return {t: self[t] for t in self.titles}
+
+# %% ../../nbs/58_dashboards.ipynb #tabs0003
+@patch
+def _show(self: RunDashboards, index: int | None):
+    "Build tab `index` if needed, saying what loads meanwhile, and put it in place."
+    if index is None or not 0 <= index < len(self.titles): return
+    title = self.titles[index]
+    if title not in self.built:
+        self.status.value = f"<i>⏳ building the {html.escape(title)} tab …</i>"
+        start = time.perf_counter()
+        dashboard = self[title]
+        self.status.value = f"<small>{html.escape(title)} tab ready in {time.perf_counter() - start:.1f} s</small>"
+    dashboard = self.built[title]
+    children = list(self.tabs.children)
+    if children[index] is not dashboard.widget:
+        children[index] = dashboard.widget
+        self.tabs.children = children
+        self.tabs.set_title(index, f"{title} (unavailable)" if isinstance(dashboard, ErrorDashboard) else title)
+        self.tabs.selected_index = index
 
 # %% ../../nbs/58_dashboards.ipynb #1c246473
 def cache_folder() -> Path:

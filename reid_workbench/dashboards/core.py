@@ -21,7 +21,7 @@ import ipywidgets as W
 from fastcore.basics import patch
 
 from ..codes import Codes, equal_stripes, is_disentangler, missing_protocol
-from ..codes_metrics import encode_images, keypoints_at, mask_to_size, swap_ground_truth
+from ..codes_metrics import encode_images, keypoints_at, mask_to_size, swap_ground_truth, swap_verdict
 from ..core import atomic_write_bytes, convert_range
 from ..data.datasets import ReIDDataset, load_dataset
 from ..data.loaders import load_image
@@ -36,8 +36,8 @@ import torchvision.transforms.v2.functional as TF   # after reid_workbench: it m
 __all__ = ['PIXELATED', 'STYLE', 'PART_COLOURS', 'ALL', 'png_bytes', 'png_array', 'image_widget', 'style_widget', 'captioned',
            'part_colour', 'outline_regions', 'model_image', 'input_size_of', 'ImageBank', 'need_disentangler',
            'model_device', 'CodeBank', 'code_bank', 'ImagePicker', 'plotly_bundle', 'show_figure', 'error_html',
-           'Dashboard', 'interactive_threads', 'download_link', 'ErrorDashboard', 'OpenRun', 'build_for_run',
-           'DashboardEntry', 'register_dashboard', 'dashboards_for']
+           'Dashboard', 'interactive_threads', 'download_link', 'verdict_html', 'ErrorDashboard', 'OpenRun',
+           'build_for_run', 'DashboardEntry', 'register_dashboard', 'dashboards_for']
 
 # %% ../../nbs/52_dashboards.core.ipynb #396b449f
 def png_bytes(image: Image.Image) -> bytes:
@@ -426,6 +426,7 @@ class Dashboard:
         self._message = ""
         self.run_dir: Path | None = None          # set when built for a run: figures are saved into it
         self.last_saved: Path | None = None
+        self.results: list[W.Widget] = []         # views an update fills: blanked when it fails, never left stale
 
     @property
     def figures_dir(self) -> Path:
@@ -468,6 +469,7 @@ def _guarded(self: Dashboard, fn: Callable, *args, **kwargs):
         self.clear_error()
     except Exception as e:  # a dashboard never raises into the notebook
         self.show_error(f"{type(e).__name__}: {e}")
+        for w in self.results: w.value = b"" if isinstance(w, W.Image) else ""
     finally: self.update_ms.append((time.perf_counter() - start) * 1000)
 
 @patch
@@ -532,6 +534,15 @@ def csv_control(self: Dashboard, name: str, make: Callable[[], pd.DataFrame]) ->
         data = make().to_csv(index=False).encode()
         return self._save_file(name, ".csv", data), data, "text/csv"
     return self._file_control("save CSV", f"write this table into {self.figures_dir} and download it", save)
+
+# %% ../../nbs/52_dashboards.core.ipynb #verd0001
+def verdict_html(run_dir) -> str:
+    "A warning when the run's measured swaps (its disentanglement.json) do not beat the trivial references; else ''."
+    try: scores = json.loads((Path(run_dir) / "disentanglement.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError): return ""
+    if not isinstance(scores, dict) or "swap_l1_person" not in scores or scores.get("swap_beats_both_person"): return ""
+    return ('<div style="background:#fff8e0;border:1px solid #e0c060;padding:6px">⚠ Measured on this run '
+            f'(<code>reid-workbench eval-codes</code>): {html.escape(swap_verdict(scores))}</div>')
 
 # %% ../../nbs/52_dashboards.core.ipynb #adc937ba
 class ErrorDashboard(Dashboard):

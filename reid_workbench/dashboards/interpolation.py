@@ -4,7 +4,7 @@
 
 # %% ../../nbs/54_dashboards.interpolation.ipynb #ef0e63bf
 from __future__ import annotations
-import atexit, threading, time
+import atexit, io, threading, time
 import pandas as pd
 import torch
 from torch import Tensor
@@ -14,7 +14,7 @@ from fastcore.basics import patch
 
 from ..codes import Codes, interpolate, is_disentangler
 from .core import (CodeBank, Dashboard, ImagePicker, OpenRun, captioned, code_bank,
-                                            image_widget, png_bytes, register_dashboard, show_figure)
+                                            image_widget, interactive_threads, png_bytes, register_dashboard, show_figure)
 from ..viz import image_grid, to_pil
 
 # %% auto #0
@@ -121,12 +121,14 @@ def _wire(self: InterpolationDashboard):
     for w in (self.t_appearance, self.t_structure, self.steps, self.strip_mode): w.observe(update, "value")
     self.a_picker.on_change(update)
     self.b_picker.on_change(update)
+    self.results = [self.generated_image, self.distance_label]
     controls = W.VBox([self.t_appearance, self.t_structure, self.steps, self.strip_mode])
     self.widget = W.VBox([W.HTML("<h3>Interpolation</h3>"), self.a_picker.widget, self.b_picker.widget,
                           W.HBox([controls, captioned("a", self.a_image), captioned("generated", self.generated_image),
-                                  captioned("b", self.b_image)]),
-                          self.distance_label, W.HTML("<b>strip</b> (t = 0 … 1)"), self.strip_status,
-                          self.strip_image, self.plot, self.error])
+                                  captioned("b", self.b_image)]), self.error,
+                          self.distance_label, self.save_control("interpolation", self._single_figure),
+                          W.HTML("<b>strip</b> (t = 0 … 1)"), self.strip_status,
+                          self.strip_image, self.save_control("interpolation-strip", self._strip_figure), self.plot])
 
 # %% ../../nbs/54_dashboards.interpolation.ipynb #f30ac52c
 @patch
@@ -194,7 +196,7 @@ def wait(self: InterpolationDashboard, timeout: float = 60.0) -> bool:
 # %% ../../nbs/54_dashboards.interpolation.ipynb #315f3cef
 @patch
 def _compute_strip(self: InterpolationDashboard, key, ca: Codes, cb: Codes, ends: Tensor):
-    with self._strip_lock:                      # one strip at a time; a newer request (or the exit) makes it stale
+    with self._strip_lock, interactive_threads():   # one strip at a time; a newer request (or the exit) makes it stale
         if key != self._strip_wanted or _exiting.is_set(): return
         start = time.perf_counter()
         strip, distances = interpolation_strip(self.codes, ca, cb, list(key[3]), ends)
@@ -208,6 +210,25 @@ def _compute_strip(self: InterpolationDashboard, key, ca: Codes, cb: Codes, ends
         self._strip_key = key
         self.strip_status.value = ""
         self.strip_ms.append((time.perf_counter() - start) * 1000)
+
+# %% ../../nbs/54_dashboards.interpolation.ipynb #fig00001
+def _name(self: Dashboard) -> str: return self.run_dir.name if self.run_dir else "model"
+
+@patch
+def _single_figure(self: InterpolationDashboard) -> tuple[Image.Image, str]:
+    "a, the sliders' image and b as one image, and its caption (what the save button writes)."
+    a, b = self.a_picker.value, self.b_picker.value
+    picture = image_grid([self.bank.pil(a), self.generated, self.bank.pil(b)], 1, 3, pad=3, col_labels=["a", "generated", "b"])
+    return picture, (f"{_name(self)} · interpolation of {self.bank.label(a)} and {self.bank.label(b)}: t appearance "
+                     f"{self.t_appearance.value:.2f}, t structure {self.t_structure.value:.2f}. {self.distance_label.value}")
+
+@patch
+def _strip_figure(self: InterpolationDashboard) -> tuple[Image.Image, str]:
+    if not self.strip_image.value: raise ValueError("no strip to save yet: it is still being computed")
+    a, b = self.a_picker.value, self.b_picker.value
+    return (Image.open(io.BytesIO(self.strip_image.value)),
+            f"{_name(self)} · interpolation strip from {self.bank.label(a)} to {self.bank.label(b)} "
+            f"({self.strip_mode.value} codes move)")
 
 # %% ../../nbs/54_dashboards.interpolation.ipynb #86f98cb0
 register_dashboard(InterpolationDashboard, applies_to=is_disentangler, order=40)

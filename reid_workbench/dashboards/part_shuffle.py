@@ -5,6 +5,7 @@
 # %% ../../nbs/55_dashboards.part_shuffle.ipynb #9aa8da3c
 from __future__ import annotations
 from PIL import Image
+from ..viz import image_grid
 import ipywidgets as W
 from fastcore.basics import patch
 
@@ -68,11 +69,11 @@ def _wire(self: PartShuffleDashboard):
     self.b_picker.on_change(update)
     images = [captioned(c, im) for c, im in (("a (regions)", self.a_image), ("b (regions)", self.b_image),
               ("reconstruction of a", self.reconstruction_image), ("a + toggled parts of b", self.generated_image))]
+    self.results = [self.reconstruction_image, self.generated_image]
     self.widget = W.VBox([W.HTML("<h3>Part shuffle</h3>"), self.a_picker.widget, self.b_picker.widget,
-                          W.HBox([self.toggle_box, *images]),
+                          W.HBox([self.toggle_box, *images]), self.error, self.save_control("part-shuffle", self._figure),
                           W.HTML("<i>no ground truth for a part shuffle: SynthReID's factors do not split into "
-                                 "horizontal parts (the swap dashboard shows the ground truth of whole swaps)</i>"),
-                          self.error])
+                                 "horizontal parts (the swap dashboard shows the ground truth of whole swaps)</i>")])
 
 # %% ../../nbs/55_dashboards.part_shuffle.ipynb #d1b28cf0
 @patch
@@ -98,6 +99,18 @@ def update(self: PartShuffleDashboard):
         self.reconstruction_image.value, self._recon_key = png_bytes(self.reconstruction), a
     self.generated = self.codes.decode(shuffle_parts(self.codes[a], self.codes[b], parts))[0]
     self.generated_image.value = png_bytes(self.generated)
+
+# %% ../../nbs/55_dashboards.part_shuffle.ipynb #fig00001
+@patch
+def _figure(self: PartShuffleDashboard) -> tuple[Image.Image, str]:
+    "The four images as one, and its caption (what the save button writes)."
+    a, b, parts = self.a_picker.value, self.b_picker.value, self.selected_parts
+    cells = [outline_regions(self.bank.pil(a), self.regions, parts, scale=1, width=1),
+             outline_regions(self.bank.pil(b), self.regions, parts, scale=1, width=1), self.reconstruction, self.generated]
+    picture = image_grid(cells, 1, 4, pad=3, col_labels=["a", "b", "a rebuilt", "a + parts of b"])
+    which = ", ".join(str(k) for k in parts) or "none"
+    return picture, (f"{self.run_dir.name if self.run_dir else 'model'} · part shuffle: {self.bank.label(a)} with "
+                     f"part(s) {which} of {self.bank.label(b)}")
 
 # %% ../../nbs/55_dashboards.part_shuffle.ipynb #e00a4ddd
 def has_parts(model) -> bool:

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/53_dashboards.swap.ipynb #a50833e4
 from __future__ import annotations
+import html, io, re
 import ipywidgets as W
 from PIL import Image
 from fastcore.basics import patch
@@ -11,7 +12,7 @@ from fastcore.basics import patch
 from ..codes import is_disentangler, swap
 from ..codes_metrics import appearance_effect, swap_fidelity
 from .core import (CodeBank, Dashboard, ImagePicker, OpenRun, captioned, code_bank,
-                                            image_widget, png_bytes, register_dashboard)
+                                            image_widget, png_bytes, register_dashboard, verdict_html)
 from ..viz import image_grid
 import torchvision.transforms.v2.functional as TF   # after reid_workbench: it makes torchvision's ops importable
 
@@ -72,7 +73,10 @@ class SwapDashboard(Dashboard):
         self._guarded(self.update)
 
     @classmethod
-    def for_run(cls, run: OpenRun, **options) -> SwapDashboard: return cls(run.codes, **options)
+    def for_run(cls, run: OpenRun, **options) -> SwapDashboard:
+        dashboard = cls(run.codes, **options)
+        dashboard.verdict.value = verdict_html(run.run_dir)
+        return dashboard
 
     @property
     def grid_shape(self) -> tuple[int, int]: return (len(self.grid_images), len(self.grid_images[0]) if self.grid_images else 0)
@@ -84,13 +88,15 @@ def _single_view(self: SwapDashboard, display_width: int):
     self.appearance_image, self.structure_image = image_widget(display_width), image_widget(display_width)
     self.generated_image, self.truth_image = image_widget(display_width), image_widget(display_width)
     self.scores = W.HTML()
+    self.verdict = W.HTML()      # the run's measured verdict on its swaps (for_run fills it)
     truth = self.bank.has_ground_truth
     self.truth_note = W.HTML("" if truth else "<i>no ground truth: the images are not from SynthReID</i>")
     columns = [captioned(c, im) for c, im in zip(
         ("appearance (a)", "structure (b)", "generated", "ground truth"),
         (self.appearance_image, self.structure_image, self.generated_image, self.truth_image))]
     if not truth: columns[3].layout.display = "none"
-    self.single_view = W.VBox([W.HBox(columns), self.scores, self.truth_note])
+    self.single_save = self.save_control("swap", self._single_figure)
+    self.single_view = W.VBox([W.HBox(columns), self.scores, self.truth_note, self.single_save])
 
 # %% ../../nbs/53_dashboards.swap.ipynb #21703cbe
 @patch
@@ -101,18 +107,22 @@ def _grid_view(self: SwapDashboard):
     self.grid_rows = W.IntSlider(value=3, description="N appearance", **size)
     self.grid_cols = W.IntSlider(value=3, description="M structure", **size)
     self.grid_image = image_widget()
-    self.grid_view = W.VBox([W.HBox([self.grid_rows, self.grid_cols]), self.grid_image], layout=W.Layout(display="none"))
+    self.grid_note = W.HTML()
+    self.grid_save = self.save_control("swap-grid", self._grid_figure)
+    self.grid_view = W.VBox([W.HBox([self.grid_rows, self.grid_cols]), self.grid_note, self.grid_image, self.grid_save],
+                            layout=W.Layout(display="none"))
 
 # %% ../../nbs/53_dashboards.swap.ipynb #7e27a4ee
 @patch
 def _wire(self: SwapDashboard):
     "Every control updates the view; the layout."
     update = self._callback(self.update)
+    self.results = [self.generated_image, self.truth_image, self.scores, self.grid_image]
     for w in (self.mode, self.grid_rows, self.grid_cols): w.observe(update, "value")
     self.appearance_picker.on_change(update)
     self.structure_picker.on_change(update)
-    self.widget = W.VBox([W.HTML("<h3>Code swap</h3>"), self.appearance_picker.widget, self.structure_picker.widget,
-                          self.mode, self.single_view, self.grid_view, self.error])
+    self.widget = W.VBox([W.HTML("<h3>Code swap</h3>"), self.verdict, self.appearance_picker.widget,
+                          self.structure_picker.widget, self.mode, self.error, self.single_view, self.grid_view])
 
 # %% ../../nbs/53_dashboards.swap.ipynb #f01cf84d
 @patch
@@ -138,6 +148,26 @@ def _update_single(self: SwapDashboard):
     own = self.codes.decode(self.codes[b])[0]                      # b from its own codes: what a's code changes
     self.scores.value = score_line(swap_scores(self.generated, self.truth, self.bank.pil(a), self.bank.pil(b), person, own))
 
+# %% ../../nbs/53_dashboards.swap.ipynb #fig00001
+@patch
+def _single_figure(self: SwapDashboard) -> tuple[Image.Image, str]:
+    "The single view as one image and its caption (what the save button writes)."
+    a, b = self.appearance_picker.value, self.structure_picker.value
+    cells = [self.bank.pil(a), self.codes.structure_thumbnail(b), self.generated] + ([self.truth] if self.truth else [])
+    labels = ["appearance a", "structure b", "generated", "ground truth"][:len(cells)]
+    caption = (f"{self.run_dir.name if self.run_dir else 'model'} · swap: appearance of {self.bank.label(a)}, "
+               f"structure of {self.bank.label(b)}")
+    scores = html.unescape(re.sub("<[^>]+>", "", self.scores.value))
+    return image_grid(cells, 1, len(cells), pad=3, col_labels=labels), caption + (f"\n{scores}" if scores else "")
+
+@patch
+def _grid_figure(self: SwapDashboard) -> tuple[Image.Image, str]:
+    rows = ", ".join(self.bank.label(a) for a in self.grid_appearance)
+    cols = ", ".join(self.bank.label(b) for b in self.grid_structure)
+    return (Image.open(io.BytesIO(self.grid_image.value)),
+            f"{self.run_dir.name if self.run_dir else 'model'} · swap grid: rows = appearance of {rows}; "
+            f"columns = structure of {cols}")
+
 # %% ../../nbs/53_dashboards.swap.ipynb #a6d26025
 def _following(picker: ImagePicker, n: int) -> list[int]:
     "The picker's image and the next ones passing its filters: at most `n`."
@@ -151,6 +181,10 @@ def _update_grid(self: SwapDashboard):
     rows = _following(self.appearance_picker, self.grid_rows.value)
     cols = _following(self.structure_picker, self.grid_cols.value)
     self.grid_appearance, self.grid_structure = rows, cols
+    short = [f"{len(got)} {what} (the filters of the {what} donor pass only {len(got)} images, not {want})"
+             for got, want, what in ((rows, self.grid_rows.value, "rows"), (cols, self.grid_cols.value, "columns"))
+             if len(got) < want]
+    self.grid_note.value = f"<i>showing {' and '.join(short)}</i>" if short else ""
     self.grid_images = swap_grid(self.codes, rows, cols)
     blank = Image.new("RGB", self.bank.pil(0).size, "white")
     cells = [blank] + [self.codes.structure_thumbnail(b) for b in cols]
