@@ -30,7 +30,7 @@ def app_notebook(run_dir, data_root=None, device: str = "cpu"):
         "dashboards"])
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
     nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                   "language_info": {"name": "python"}}
+                   "language_info": {"name": "python"}, "title": f"{run_dir.name} · reid-workbench"}   # the page title
     return nb
 
 def write_app_notebook(run_dir, data_root=None, folder=None, device: str = "cpu") -> Path:

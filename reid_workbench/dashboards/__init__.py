@@ -101,7 +101,7 @@ class RunDashboards:
             self.built["model"] = ErrorDashboard("model", f"cannot open run {self.run_dir}: {problem}")
         self.titles = [*self.entries, *self.built]
         self.status = W.HTML("")
-        self.tabs = W.Tab(children=[self._placeholder(t) for t in self.titles], titles=self.titles)
+        self.tabs = W.Tab(children=[self._placeholder(t) for t in self.titles], titles=[self._title(t) for t in self.titles])
         self.tabs.observe(lambda change: self._show(change.new), "selected_index")
         self.card = run_card(self.run_dir)
         self.widget = W.VBox([style_widget(), W.HTML(self._heading()), W.HTML(run_card_html(self.card)),
@@ -111,6 +111,9 @@ class RunDashboards:
     def _heading(self) -> str:
         method = self.card.get("method", "")
         return f"<h2>reid-workbench · {html.escape(self.run_dir.name)}{' · ' + html.escape(method) if method else ''}</h2>"
+
+    def _title(self, title: str) -> str:
+        return f"{title} (unavailable)" if isinstance(self.built.get(title), ErrorDashboard) else title
 
     def _placeholder(self, title: str) -> W.Widget:
         return self.built[title].widget if title in self.built else W.HTML(f"<i>opening the {html.escape(title)} tab …</i>")
@@ -124,7 +127,18 @@ def __getitem__(self: RunDashboards, name: str) -> Dashboard:
     if name not in self.built:
         if name not in self.entries: raise KeyError(f"{name!r}: this run's tabs are {', '.join(self.titles)}")
         self.built[name] = _build(self.entries[name], self.run)
+        self._place(name)
     return self.built[name]
+
+@patch
+def _place(self: RunDashboards, name: str):
+    "Put the built dashboard `name` into its tab, titled '(unavailable)' when it could not be built."
+    index, selected = self.titles.index(name), self.tabs.selected_index
+    children = list(self.tabs.children)
+    children[index] = self.built[name].widget
+    self.tabs.children = children
+    self.tabs.set_title(index, self._title(name))
+    if self.tabs.selected_index != selected: self.tabs.selected_index = selected
 
 @patch(as_prop=True)
 def dashboards(self: RunDashboards) -> dict[str, Dashboard]:
@@ -140,15 +154,8 @@ def _show(self: RunDashboards, index: int | None):
     if title not in self.built:
         self.status.value = f"<i>⏳ building the {html.escape(title)} tab …</i>"
         start = time.perf_counter()
-        dashboard = self[title]
+        self[title]
         self.status.value = f"<small>{html.escape(title)} tab ready in {time.perf_counter() - start:.1f} s</small>"
-    dashboard = self.built[title]
-    children = list(self.tabs.children)
-    if children[index] is not dashboard.widget:
-        children[index] = dashboard.widget
-        self.tabs.children = children
-        self.tabs.set_title(index, f"{title} (unavailable)" if isinstance(dashboard, ErrorDashboard) else title)
-        self.tabs.selected_index = index
 
 # %% ../../nbs/58_dashboards.ipynb #1c246473
 def cache_folder() -> Path:
@@ -171,8 +178,8 @@ def _demo_run_name(method: str, epochs: int, max_steps_per_epoch: int | None, id
 def demo_run(method: str = "dgnet", epochs: int | None = None, max_steps_per_epoch: int | None = None, ids: int = 16,
              seed: int = 0, cache=None, device: str = "cpu") -> tuple[Path, Path]:
     """(run_dir, data_root): a tiny `method` run on a tiny SynthReID (`ids` identities) from the cache, trained first
-    when missing: `epochs` (default 6, about a minute for the tiny DG-Net on a CPU) of at most `max_steps_per_epoch`
-    steps (default: whole epochs); under IN_TEST 3 epochs of one step, kept apart from the demo runs."""
+    when missing, with a progress bar: `epochs` (default 6) of at most `max_steps_per_epoch` steps (default: whole
+    epochs); under IN_TEST 3 epochs of one step, kept apart from the demo runs, silently."""
     from reid_workbench.runs import train_run
     in_test = IN_TEST or bool(os.environ.get("IN_TEST"))
     epochs, max_steps_per_epoch = epochs or (3 if in_test else 6), max_steps_per_epoch or (1 if in_test else None)
@@ -181,9 +188,11 @@ def demo_run(method: str = "dgnet", epochs: int | None = None, max_steps_per_epo
     data = _demo_data(cache, ids, seed)
     run = cache / _demo_run_name(method, epochs, max_steps_per_epoch, ids, seed)
     if not (run / "checkpoints" / "last.pt").is_file():
+        if not in_test: print(f"demo_run: training a tiny {method} for the demos ({epochs} epochs, once: a few minutes "
+                              f"on a CPU; kept in {run})", flush=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{run.name}.tmp-", dir=cache))
         try:
-            train_run(method, data, tmp, epochs=epochs, device=device, seed=seed, progress=False,
+            train_run(method, data, tmp, epochs=epochs, device=device, seed=seed, progress=not in_test,
                       trainer_overrides=dict(max_steps_per_epoch=max_steps_per_epoch, log_every=1))
             if run.exists() and not (run / "checkpoints" / "last.pt").is_file(): shutil.rmtree(run, ignore_errors=True)
             try: os.replace(tmp, run)
