@@ -239,10 +239,10 @@ def test_save_buttons_write_captioned_pngs(tmp_path, dash):
     assert saved.parent == tmp_path / "figures" and saved.name.startswith("pose-transfer-")
     with Image.open(saved) as im:
         assert im.width >= 5 * SIZE[1] and im.height > dash.view_figure().height      # five columns, a caption band
-    assert dash.view_caption().startswith("pt: #") and "vs ground truth" in dash.view_caption()
+    assert dash.view_caption().startswith(f"{tmp_path.name} · pose transfer: #") and "vs ground truth" in dash.view_caption()
     dash.save_walk.children[0].click()
     assert dash.last_saved.name.startswith("pose-walk-") and dash.last_saved != saved
-    assert "walking from its own pose to the pose of #" in dash.walk_caption()
+    assert " from its own pose to the pose of #" in dash.walk_caption()
     dash.source.value = "pose palette"
     assert "no ground truth for a palette pose" in dash.view_caption()
 
@@ -254,3 +254,15 @@ def test_images_without_synthreid_factors(pt_codes):
     assert d.ok, d.error_message
     assert d.truth is None and "not from SynthReID" in d.truth_note.value
     assert d.palette_source == f"k-means centres of {len(bank)} poses" and len(d.palette) == 3
+
+
+def test_a_failing_decoder_shows_a_message_and_blanks_the_views(synth):
+    codes = CodeBank(build("pt"), ImageBank.from_dataset(synth, SIZE, max_images=8, per_identity=2))
+    d = PoseTransferDashboard(codes, palette_data=synth, palette_size=3, background=False)
+    assert d.ok and d.generated_image.value and d.truth_image.value
+
+    def explode(codes): raise RuntimeError("decoder exploded")
+    codes.model.decode = explode
+    d.person_picker.value = 3
+    assert not d.ok and "RuntimeError: decoder exploded" in d.error_message
+    assert d.generated_image.value == b"" and d.truth_image.value == b"" and d.scores.value == ""

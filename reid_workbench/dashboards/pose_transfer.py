@@ -18,7 +18,7 @@ from ..codes import Codes, interpolate_keypoints, is_disentangler
 from ..data.datasets import ReIDDataset, load_dataset
 from ..data.pose import COCO18_NAMES, NUM_KEYPOINTS, PoseClusters, draw_skeleton
 from .core import (CodeBank, Dashboard, ImagePicker, OpenRun, captioned,
-                                            code_bank, image_widget, png_bytes, register_dashboard)
+                                            code_bank, image_widget, png_bytes, register_dashboard, verdict_html)
 from .swap import score_line, swap_scores
 from ..methods.common import split_keypoints
 from ..registry import info_of
@@ -157,14 +157,7 @@ class PoseTransferDashboard(Dashboard):
         palette_data = palette_data if palette_data is not None else (
             data if isinstance(data, (str, Path, ReIDDataset)) else self.codes.codes.structure.float().cpu().numpy())
         self.palette, self.palette_source = pose_palette(self.codes.model, palette_data, self.bank.size, palette_size)
-        self.palette_index, self.edited = 0, None
-        self.target: np.ndarray = self.codes.keypoints(person)
-        self.generated = self.truth = self.walk_picture = None
-        self.truth_reason = ""
-        self.walk_images: list[Image.Image] = []
-        self.background, self.walk_ms, self._syncing = background, [], False
-        self._walk_key = self._walk_wanted = self._walk_thread = None
-        self._walk_lock = threading.Lock()
+        self._state(person, background)
         self.person_picker = ImagePicker(self.bank, "person", person)
         pose_image = self.bank.other_identity(person) if pose_image is None else pose_image
         self.pose_picker = ImagePicker(self.bank, "pose from image", pose_image, thumbnail=self.codes.structure_thumbnail)
@@ -175,7 +168,19 @@ class PoseTransferDashboard(Dashboard):
 
     @classmethod
     def for_run(cls, run: OpenRun, **options) -> PoseTransferDashboard:
-        return cls(run.codes, palette_data=options.pop("palette_data", run.data_root), **options)
+        dashboard = cls(run.codes, palette_data=options.pop("palette_data", run.data_root), **options)
+        dashboard.verdict.value = verdict_html(run.run_dir)     # the run's measured verdict on its swaps
+        return dashboard
+
+# %% ../../nbs/55a_dashboards.pose_transfer.ipynb #c6283000
+@patch
+def _state(self: PoseTransferDashboard, person: int, background: bool):
+    "What the views show and the walk thread's bookkeeping."
+    self.palette_index, self.edited, self.target = 0, None, self.codes.keypoints(person)
+    self.generated = self.truth = self.walk_picture = None
+    self.truth_reason, self.walk_images, self.walk_ms, self._syncing = "", [], [], False
+    self.background, self._walk_lock = background, threading.Lock()
+    self._walk_key = self._walk_wanted = self._walk_thread = None
 
 # %% ../../nbs/55a_dashboards.pose_transfer.ipynb #1ea1342b
 @patch
@@ -205,7 +210,7 @@ def _views(self: PoseTransferDashboard, display_width: int, steps: int):
     "The person, the target skeleton (blank and over the person), the generated image, the truth; the walk strip."
     self.person_image, self.skeleton_view, self.overlay_image, self.generated_image, self.truth_image = (
         image_widget(display_width) for _ in range(5))
-    self.scores, self.truth_note = W.HTML(), W.HTML()
+    self.scores, self.truth_note, self.verdict = W.HTML(), W.HTML(), W.HTML()
     self.truth_column = captioned("ground truth", self.truth_image)
     self.single_view = W.HBox([captioned(c, im) for c, im in zip(
         ("person", "target pose", "pose over person", "generated"),
@@ -221,6 +226,7 @@ def _views(self: PoseTransferDashboard, display_width: int, steps: int):
 def _wire(self: PoseTransferDashboard):
     "Every control updates the view; the layout."
     update = self._callback(self.update)
+    self.results = [self.generated_image, self.truth_image, self.scores]     # blanked when an update fails
     for w in (self.walk_mode, self.walk_steps): w.observe(update, "value")
     self.person_picker.on_change(update)
     self.pose_picker.on_change(update)
@@ -229,10 +235,10 @@ def _wire(self: PoseTransferDashboard):
     self.joint.observe(self._callback(self._show_joint), "value")
     for w in (self.joint_x, self.joint_y, self.joint_visible): w.observe(self._callback(self._joint_edited), "value")
     self.reset_pose.on_click(self._callback(self.reset_edit))
-    self.widget = W.VBox([W.HTML("<h3>Pose transfer</h3>"), self.person_picker.widget, self.source,
-                          self.pose_picker.widget, self.palette_box, self.edit_box, self.single_view, self.scores,
-                          self.truth_note, self.save_view, W.HBox([self.walk_mode, self.walk_steps]), self.walk_status,
-                          self.walk_image, self.save_walk, self.error])
+    self.widget = W.VBox([W.HTML("<h3>Pose transfer</h3>"), self.verdict, self.person_picker.widget, self.source,
+                          self.pose_picker.widget, self.palette_box, self.edit_box, self.error, self.single_view,
+                          self.scores, self.truth_note, self.save_view, W.HBox([self.walk_mode, self.walk_steps]),
+                          self.walk_status, self.walk_image, self.save_walk])
 
 # %% ../../nbs/55a_dashboards.pose_transfer.ipynb #34f71ef9
 @patch
@@ -374,6 +380,9 @@ def wait(self: PoseTransferDashboard, timeout: float = 60.0) -> bool:
 
 # %% ../../nbs/55a_dashboards.pose_transfer.ipynb #4188ac01
 @patch
+def _run_name(self: PoseTransferDashboard) -> str: return self.run_dir.name if self.run_dir else self.codes.info.name
+
+@patch
 def target_label(self: PoseTransferDashboard) -> str:
     "Where the target pose comes from, in words."
     if self.source.value == "from image": return f"the pose of {self.bank.label(self.pose_picker.value)}"
@@ -392,7 +401,7 @@ def view_figure(self: PoseTransferDashboard) -> Image.Image:
 # %% ../../nbs/55a_dashboards.pose_transfer.ipynb #a2328bf9
 @patch
 def view_caption(self: PoseTransferDashboard) -> str:
-    head = f"{self.codes.info.name}: {self.bank.label(self.person_picker.value)} in {self.target_label()}"
+    head = f"{self._run_name()} · pose transfer: {self.bank.label(self.person_picker.value)} in {self.target_label()}"
     return "\n".join([head, self.scores.value or self.truth_reason])
 
 @patch
@@ -405,7 +414,7 @@ def walk_figure(self: PoseTransferDashboard) -> Image.Image:
 def walk_caption(self: PoseTransferDashboard) -> str:
     how = (f"through the palette ({self.palette_source})" if self.walk_mode.value == "palette" else
            f"from its own pose to {self.target_label()} in {self.walk_steps.value} steps")
-    return f"{self.codes.info.name}: {self.bank.label(self.person_picker.value)} walking {how}"
+    return f"{self._run_name()} · pose walk: {self.bank.label(self.person_picker.value)} {how}"
 
 # %% ../../nbs/55a_dashboards.pose_transfer.ipynb #4578f3cc
 register_dashboard(PoseTransferDashboard, applies_to=has_keypoint_structure, order=35)
