@@ -4,7 +4,7 @@
 
 # %% ../../nbs/52_dashboards.core.ipynb #ef639351
 from __future__ import annotations
-import html, importlib, io, json, math, os, pkgutil, time
+import html, importlib, importlib.util, io, json, math, os, pkgutil, re, time
 from dataclasses import dataclass
 from contextlib import contextmanager
 from datetime import datetime
@@ -33,11 +33,12 @@ from ..viz import captioned_image, to_pil
 import torchvision.transforms.v2.functional as TF   # after reid_workbench: it makes torchvision's ops importable
 
 # %% auto #0
-__all__ = ['PIXELATED', 'STYLE', 'PART_COLOURS', 'ALL', 'png_bytes', 'png_array', 'image_widget', 'style_widget', 'captioned',
-           'part_colour', 'outline_regions', 'model_image', 'input_size_of', 'ImageBank', 'need_disentangler',
-           'model_device', 'CodeBank', 'code_bank', 'ImagePicker', 'plotly_bundle', 'show_figure', 'error_html',
-           'Dashboard', 'interactive_threads', 'download_link', 'verdict_html', 'ErrorDashboard', 'OpenRun',
-           'build_for_run', 'DashboardEntry', 'register_dashboard', 'dashboards_for']
+__all__ = ['PIXELATED', 'STYLE', 'PART_COLOURS', 'PAD_COLOUR', 'UPLOAD_PID', 'ALL', 'png_bytes', 'png_array', 'image_widget',
+           'style_widget', 'captioned', 'part_colour', 'outline_regions', 'model_image', 'input_size_of', 'ImageBank',
+           'need_disentangler', 'model_device', 'CodeBank', 'letterbox_geometry', 'letterbox', 'letterbox_pose',
+           'read_upload', 'upload_pose', 'code_bank', 'ImagePicker', 'plotly_bundle', 'show_figure', 'error_text',
+           'error_html', 'Dashboard', 'interactive_threads', 'download_link', 'verdict_html', 'ErrorDashboard',
+           'OpenRun', 'build_for_run', 'DashboardEntry', 'register_dashboard', 'dashboards_for']
 
 # %% ../../nbs/52_dashboards.core.ipynb #396b449f
 def png_bytes(image: Image.Image) -> bytes:
@@ -126,6 +127,9 @@ class ImageBank:
         self.normalization, self.factors, self.synth_info = normalization, factors, synth_info
         self.paths = list(paths) if paths is not None else None
         self.keypoints = keypoints   # (N, 18, 3) in the images' pixels when the dataset has poses (pose methods need them)
+        self.dataset_poses: dict | None = None    # file name -> pose as stored (uploads of dataset images find theirs)
+        self.stored_size: tuple[int, int] | None = None
+        self.uploads: set[int] = set()
         self._pil: dict[int, Image.Image] = {}
 
     def __len__(self) -> int: return len(self.images)
@@ -166,9 +170,12 @@ def from_dataset(cls: ImageBank, data, size=None, normalization: str = "imagenet
     size = tuple(size) if size is not None else (first.height, first.width)
     images = torch.stack([model_image(load_image(r.path), size, normalization) for r in chosen])
     synth = ds.name == "synthreid"
-    return cls(images, [os.path.basename(r.path) for r in chosen], [r.pid for r in chosen], [r.camid for r in chosen],
+    bank = cls(images, [os.path.basename(r.path) for r in chosen], [r.pid for r in chosen], [r.camid for r in chosen],
                normalization, load_factors(ds.root) if synth else None, synthreid_info(ds.root) if synth else None,
                [r.path for r in chosen], keypoints_at(ds, [r.path for r in chosen], (first.height, first.width), size))
+    if ds.keypoints: bank.dataset_poses = {os.path.basename(str(p)): v for p, v in ds.keypoints.items()}
+    bank.stored_size = (first.height, first.width)
+    return bank
 
 # %% ../../nbs/52_dashboards.core.ipynb #3a9e80d2
 @patch
@@ -178,7 +185,8 @@ def pil(self: ImageBank, i: int) -> Image.Image:
     return self._pil[i]
 
 @patch
-def label(self: ImageBank, i: int) -> str: return f"#{i} id {self.pids[i]} c{self.camids[i] + 1}"
+def label(self: ImageBank, i: int) -> str:
+    return f"#{i} upload {self.names[i]}" if i in self.uploads else f"#{i} id {self.pids[i]} c{self.camids[i] + 1}"
 
 @patch
 def select(self: ImageBank, pid: int | None = None, camid: int | None = None) -> list[int]:
@@ -196,7 +204,7 @@ def other_identity(self: ImageBank, i: int) -> int:
 def swap_truth(self: ImageBank, a: int, b: int, body: str = "a", with_mask: bool = False):
     """SynthReID's ground truth of swapping a's appearance onto b's structure, at the bank's size; None without factors.
     `with_mask`: (image, its (1, H, W) bool person mask)."""
-    if self.factors is None: return None
+    if self.factors is None or a in self.uploads or b in self.uploads: return None
     args = self.synth_info["args"]
     truth, mask = swap_ground_truth(self.factors, self.names[a], self.names[b], tuple(args["size"]),
                                     int(args["supersample"]), body, int(args["jpeg_quality"]), with_mask=True)
@@ -272,6 +280,92 @@ def structure_thumbnail(self: CodeBank, i: int) -> Image.Image:
     im, pose = self.bank.pil(i), self.keypoints(i)
     return im if pose is None else Image.fromarray(draw_skeleton(pose, canvas=np.asarray(im)))
 
+# %% ../../nbs/52_dashboards.core.ipynb #upl00002
+PAD_COLOUR = (124, 116, 104)      # the ImageNet mean: an 'imagenet' model reads it as zeros
+UPLOAD_PID = -2                    # the identity of uploads (-1 is Market-1501's junk)
+
+def letterbox_geometry(image_size, size) -> tuple[float, int, int]:
+    "(scale, x offset, y offset) that fit an image of (height, width) `image_size` into `size`, aspect kept, centred."
+    (ih, iw), (h, w) = image_size, size
+    scale = min(h / ih, w / iw)
+    return scale, (w - max(1, round(iw * scale))) // 2, (h - max(1, round(ih * scale))) // 2
+
+def letterbox(image: Image.Image, size, fill=PAD_COLOUR) -> Image.Image:
+    "`image` scaled to fit (height, width) `size` with its aspect ratio kept, centred on a `fill` background."
+    scale, x0, y0 = letterbox_geometry((image.height, image.width), size)
+    canvas = Image.new("RGB", (size[1], size[0]), fill)
+    resized = image.convert("RGB").resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                          Image.BILINEAR)
+    canvas.paste(resized, (x0, y0))
+    return canvas
+
+def letterbox_pose(pose: np.ndarray, image_size, size) -> np.ndarray:
+    "An (18, 3) pose in an image of `image_size` moved to where `letterbox` puts that image in `size`."
+    scale, x0, y0 = letterbox_geometry(image_size, size)
+    out = np.array(pose, dtype=np.float32, copy=True)
+    seen = out[:, 2] > 0
+    out[seen, 0], out[seen, 1] = out[seen, 0] * scale + x0, out[seen, 1] * scale + y0
+    return out
+
+# %% ../../nbs/52_dashboards.core.ipynb #upl00004
+def read_upload(name: str, content) -> Image.Image:
+    "The RGB image in uploaded bytes; a clear error naming the file when it is not an image."
+    try:
+        with Image.open(io.BytesIO(bytes(content))) as im:
+            im.load()
+            return im.convert("RGB")
+    except Exception as e:
+        raise ValueError(f"upload {name!r}: not an image this dashboard can read ({type(e).__name__}: "
+                         f"{str(e) or 'unknown format'}); upload a JPEG or PNG person crop") from None
+
+def _estimated_pose(image: Image.Image) -> np.ndarray | None:
+    "The optional MediaPipe estimator's pose of `image`, None when mediapipe is not installed."
+    if importlib.util.find_spec("mediapipe") is None: return None
+    from reid_workbench.data.pose import MediapipePoseEstimator
+    estimator = MediapipePoseEstimator()
+    try: return estimator(image)
+    finally: estimator.close()
+
+# %% ../../nbs/52_dashboards.core.ipynb #upl00005
+def upload_pose(name: str, image: Image.Image, bank: ImageBank, poses: dict | None = None) -> np.ndarray:
+    "Keypoints (18, 3) of the uploaded `image` in the bank's size: from the dataset, from `poses` (a keypoints CSV), or estimated."
+    stem = os.path.basename(name)
+    known = bank.dataset_poses.get(stem) if bank.dataset_poses else None
+    if known is not None: return letterbox_pose(known, bank.stored_size, bank.size)
+    given = (poses or {}).get(stem)
+    if given is None: given = _estimated_pose(image)
+    if given is None:
+        raise ValueError(f"upload {name!r}: this model's structure is a pose and {stem} has none - upload an image of "
+                         f"the dataset, a keypoints CSV with a row named {stem!r}, or install the pose estimator "
+                         f"(pip install 'reid-workbench[pose]')")
+    return letterbox_pose(given, (image.height, image.width), bank.size)
+
+# %% ../../nbs/52_dashboards.core.ipynb #upl00006
+@patch
+def add(self: ImageBank, image: Image.Image, name: str, keypoints: np.ndarray | None = None) -> int:
+    "Append an uploaded image (letterboxed to the bank's size, identity UPLOAD_PID, camera -1); its index."
+    tensor = model_image(letterbox(image, self.size), self.size, self.normalization)
+    if self.keypoints is not None and keypoints is None:
+        raise ValueError(f"upload {name!r}: the bank's model reads poses; give the image's keypoints")
+    self.images = torch.cat([self.images, tensor[None].to(self.images.dtype)])
+    self.names.append(os.path.basename(name)); self.pids.append(UPLOAD_PID); self.camids.append(-1)
+    if self.paths is not None: self.paths.append(None)
+    if self.keypoints is not None:
+        self.keypoints = torch.cat([self.keypoints, torch.as_tensor(keypoints, dtype=self.keypoints.dtype)[None]])
+    self.uploads.add(len(self.images) - 1)
+    return len(self.images) - 1
+
+@patch
+def add(self: CodeBank, image: Image.Image, name: str, poses: dict | None = None) -> int:
+    "Append an uploaded image to the bank and its codes to the code bank (keypoints by `upload_pose` when needed); its index."
+    if self.codes.structure_kind == "keypoints": keypoints = upload_pose(name, image, self.bank, poses)
+    else: keypoints = None if self.bank.keypoints is None else np.zeros((18, 3), np.float32)   # unused: no joint seen
+    i = self.bank.add(image, name, keypoints)
+    pose = None if keypoints is None else self.bank.keypoints[i:i + 1]
+    with torch.no_grad(): new = encode_images(self.model, self.bank.images[i:i + 1].to(self.device), pose)
+    self.codes = Codes.cat([self.codes, new])
+    return i
+
 # %% ../../nbs/52_dashboards.core.ipynb #02e1e574
 def code_bank(model, data=None, device=None, max_images: int = 64) -> CodeBank:
     "A CodeBank from a CodeBank (kept), or a Disentangler with an ImageBank or a dataset folder."
@@ -315,14 +409,26 @@ def _filters(self: ImagePicker, label: str, value: int):
     small = dict(layout=W.Layout(width="150px"), style={"description_width": "56px"})
     bank = self.bank
     self.title = W.HTML(f"<b>{html.escape(label)}</b>", layout=W.Layout(width="150px"))
-    self.pid_filter = W.Dropdown(options=[("all", ALL)] + [(f"id {p}", p) for p in sorted(set(bank.pids))],
-                                 value=ALL, description="identity", **small)
+    self.pid_filter = W.Dropdown(options=self._pid_options(), value=ALL, description="identity", **small)
     self.cam_filter = W.Dropdown(options=[("all", ALL)] + [(f"c{c + 1}", c) for c in sorted(set(bank.camids))],
                                  value=ALL, description="camera", **small)
     self.index = W.BoundedIntText(value=int(value), min=0, max=len(bank) - 1, description="index", **small)
     self.pid_filter.observe(lambda _: self._filter(), "value")
     self.cam_filter.observe(lambda _: self._filter(), "value")
     self.index.observe(lambda _: self._show_selected(), "value")
+
+# %% ../../nbs/52_dashboards.core.ipynb #pick0001
+@patch
+def _pid_options(self: ImagePicker) -> list:
+    ids = sorted(set(self.bank.pids) - {UPLOAD_PID})
+    return [("all", ALL)] + [(f"id {p}", p) for p in ids] + ([("uploads", UPLOAD_PID)] if self.bank.uploads else [])
+
+@patch
+def refresh(self: ImagePicker):
+    "Take in images added to the bank since (uploads): the identity filter and the pages."
+    self.pid_filter.options = self._pid_options()
+    self.index.max = len(self.bank) - 1
+    self._filter()
 
 # %% ../../nbs/52_dashboards.core.ipynb #e23e823a
 @patch
@@ -387,8 +493,8 @@ def show_page(self: ImagePicker, page: int):
         for w in (self.thumbs[k], self.captions[k], self.buttons[k]): w.layout.display = None if i is not None else "none"
         if i is not None:
             self.thumbs[k].value = self.thumbnail_png(i)
-            self.captions[k].value = (f'<div class="rw-caption">id {self.bank.pids[i]} · '
-                                      f'c{self.bank.camids[i] + 1}</div>')
+            who = "upload" if i in self.bank.uploads else f"id {self.bank.pids[i]} · c{self.bank.camids[i] + 1}"
+            self.captions[k].value = f'<div class="rw-caption">{who}</div>'
             self.buttons[k].description, self.buttons[k].tooltip = f"#{i}", self.bank.label(i)
     self.page_label.value = (f"{self.page + 1}/{pages} · {len(self.candidates)} images" if self.candidates
                              else "no image passes the filters")
@@ -409,6 +515,16 @@ def show_figure(output: W.Output, fig):
     output.outputs = (plotly_bundle(fig),)
 
 # %% ../../nbs/52_dashboards.core.ipynb #d993e92b
+_REPRS = ((re.compile(r"<bound method ([\w.]+) of .*?>"), r"\1"),
+          (re.compile(r"<(?:[\w.]+\.)?(\w+)(?: object)? at 0x[0-9a-fA-F]+>"), r"a \1"))
+
+def error_text(error, limit: int = 400) -> str:
+    "A user's line for an exception (or message): type and message, object reprs replaced by their class, shortened."
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    for pattern, short in _REPRS: text = pattern.sub(short, text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
 def error_html(message: str) -> str:
     "The HTML of an error message in a dashboard."
     return (f'<div style="color:#a00020;background:#fff0f0;border:1px solid #e0a0a0;padding:6px;'
@@ -422,8 +538,8 @@ class Dashboard:
 
     def __init__(self):
         self.error = W.HTML("", layout=W.Layout(display="none"))
+        self._spots, self._texts = [self.error], {}   # error areas, each beside its control; what each shows
         self.update_ms: list[float] = []
-        self._message = ""
         self.run_dir: Path | None = None          # set when built for a run: figures are saved into it
         self.last_saved: Path | None = None
         self.results: list[W.Widget] = []         # views an update fills: blanked when it fails, never left stale
@@ -433,18 +549,27 @@ class Dashboard:
         "Where saved figures go: the run's `figures/` folder, else `./figures`."
         return (self.run_dir if self.run_dir is not None else Path.cwd()) / "figures"
 
-    @property
-    def ok(self) -> bool: return not self.error.value
-    @property
-    def error_message(self) -> str: return self._message
+    def error_spot(self) -> W.HTML:
+        "A new (hidden) error area, to lay out beside a control."
+        self._spots.append(W.HTML("", layout=W.Layout(display="none")))
+        return self._spots[-1]
 
-    def show_error(self, message: str):
-        self._message = str(message)
-        self.error.value, self.error.layout.display = error_html(message), None
+    @property
+    def ok(self) -> bool: return not any(s.value for s in self._spots)
+    @property
+    def error_message(self) -> str:
+        "The messages on show (joined by ' · ')."
+        return " · ".join(self._texts.get(id(s), "") for s in self._spots if s.value)
 
-    def clear_error(self):
-        self._message = ""
-        self.error.value, self.error.layout.display = "", "none"
+    def show_error(self, message, spot: W.HTML | None = None):
+        "Show `message` (an exception or text) in `spot` (default: the dashboard's error area)."
+        spot, text = spot or self.error, error_text(message)
+        self._texts[id(spot)] = text
+        spot.value, spot.layout.display = error_html(text), None
+
+    def clear_error(self, spots=None):
+        "Empty the error areas (default: all of them)."
+        for s in self._spots if spots is None else spots: s.value, s.layout.display = "", "none"
 
     def _repr_mimebundle_(self, **kwargs): return W.VBox([style_widget(), self.widget])._repr_mimebundle_(**kwargs)
 
@@ -461,16 +586,23 @@ def interactive_threads(threads: int | None = None):
 
 # %% ../../nbs/52_dashboards.core.ipynb #48ccca4a
 @patch
-def _guarded(self: Dashboard, fn: Callable, *args, **kwargs):
-    "Run an update: time it, clear the error area, show any exception there instead of raising."
+def _at(self: Dashboard, spot: W.HTML, fn: Callable, *args, clears=None, **kwargs):
+    """Run an update (timed, few threads); an exception is shown in `spot` — beside the control that caused it — and
+    blanks the views it would have filled, never raised; a success clears the error areas `clears` (default: all)."""
     start = time.perf_counter()
     try:
         with interactive_threads(): fn(*args, **kwargs)
-        self.clear_error()
+        self.clear_error(clears)
     except Exception as e:  # a dashboard never raises into the notebook
-        self.show_error(f"{type(e).__name__}: {e}")
+        self.clear_error(clears)
+        self.show_error(e, spot)
         for w in self.results: w.value = b"" if isinstance(w, W.Image) else ""
     finally: self.update_ms.append((time.perf_counter() - start) * 1000)
+
+@patch
+def _guarded(self: Dashboard, fn: Callable, *args, **kwargs):
+    "Run an update with any error in the dashboard's error area (`_at`)."
+    self._at(self.error, fn, *args, **kwargs)
 
 @patch
 def _callback(self: Dashboard, fn: Callable) -> Callable:
