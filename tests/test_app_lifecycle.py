@@ -172,7 +172,7 @@ class SlowToy(StripeColourToy):
 dash = InterpolationDashboard(SlowToy(), ImageBank.from_dataset(sys.argv[1], max_images=8, per_identity=1), steps=3)
 assert dash.wait() and dash.ok, dash.error_message
 dash.steps.value = 4                      # a new strip is computed in a background thread; the script ends at once
-print("strip thread running at exit:", dash._strip_thread.is_alive(), flush=True)
+print("strip thread running at exit:", dash.strip_job.thread.is_alive(), flush=True)
 """
 
 

@@ -559,7 +559,7 @@ def test_a_registered_dashboard_appears_only_for_the_models_it_applies_to(tmp_pa
     register_dashboard(ProbeDashboard, applies_to=lambda model: isinstance(model, PoseToy), order=45)
     (tmp_path / "run").mkdir()
     pose = RunDashboards(tmp_path / "run", synth, model=PoseToy(), max_images=8)
-    assert list(pose.dashboards) == ["monitor", "retrieval", "swap", "interpolation", "probe", "part shuffle"]
+    assert list(pose.dashboards) == ["monitor", "retrieval", "swap", "pose transfer", "interpolation", "probe", "part shuffle"]
     assert pose["probe"].ok and pose["probe"].codes is pose["swap"].codes           # one CodeBank for the run
     other = RunDashboards(tmp_path / "run", synth, model=EightPartToy(), max_images=8)
     assert "probe" not in other.dashboards and "part shuffle" in other.dashboards

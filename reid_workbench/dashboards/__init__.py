@@ -16,6 +16,7 @@ from .core import *
 from .swap import *
 from .interpolation import *
 from .part_shuffle import *
+from .pose_transfer import *
 from .retrieval import *
 from .monitor import *
 from ..data.synth import SynthConfig, write_synthreid

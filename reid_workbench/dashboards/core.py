@@ -4,7 +4,7 @@
 
 # %% ../../nbs/52_dashboards.core.ipynb #ef639351
 from __future__ import annotations
-import html, importlib, importlib.util, io, json, math, os, pkgutil, re, time
+import atexit, html, importlib, importlib.util, io, json, math, os, pkgutil, re, threading, time
 from dataclasses import dataclass
 from contextlib import contextmanager
 from datetime import datetime
@@ -37,8 +37,8 @@ __all__ = ['PIXELATED', 'STYLE', 'PART_COLOURS', 'PAD_COLOUR', 'UPLOAD_PID', 'AL
            'style_widget', 'captioned', 'part_colour', 'outline_regions', 'model_image', 'input_size_of', 'ImageBank',
            'need_disentangler', 'model_device', 'CodeBank', 'letterbox_geometry', 'letterbox', 'letterbox_pose',
            'read_upload', 'upload_pose', 'code_bank', 'ImagePicker', 'plotly_bundle', 'show_figure', 'error_text',
-           'error_html', 'Dashboard', 'interactive_threads', 'download_link', 'verdict_html', 'ErrorDashboard',
-           'OpenRun', 'build_for_run', 'DashboardEntry', 'register_dashboard', 'dashboards_for']
+           'error_html', 'Dashboard', 'interactive_threads', 'download_link', 'verdict_html', 'LatestJob',
+           'ErrorDashboard', 'OpenRun', 'build_for_run', 'DashboardEntry', 'register_dashboard', 'dashboards_for']
 
 # %% ../../nbs/52_dashboards.core.ipynb #396b449f
 def png_bytes(image: Image.Image) -> bytes:
@@ -675,6 +675,67 @@ def verdict_html(run_dir) -> str:
     if not isinstance(scores, dict) or "swap_l1_person" not in scores or scores.get("swap_beats_both_person"): return ""
     return ('<div style="background:#fff8e0;border:1px solid #e0c060;padding:6px">⚠ Measured on this run '
             f'(<code>reid-workbench eval-codes</code>): {html.escape(swap_verdict(scores))}</div>')
+
+# %% ../../nbs/52_dashboards.core.ipynb #job00002
+_job_threads: set[threading.Thread] = set()    # background jobs still running
+_exiting = threading.Event()
+
+@atexit.register
+def _finish_jobs():
+    "At exit (before Python finalises): no new jobs, and wait for the ones running."
+    _exiting.set()
+    for thread in list(_job_threads): thread.join()
+
+# %% ../../nbs/52_dashboards.core.ipynb #job00003
+class LatestJob:
+    "The newest of a view's requests, computed one at a time in a background thread (inline unless `background`)."
+    def __init__(self, dashboard: Dashboard, status: W.HTML, what: str, background: bool = True):
+        self.dashboard, self.status, self.what, self.background = dashboard, status, what, background
+        self.wanted = self.shown = None
+        self.thread: threading.Thread | None = None
+        self.ms: list[float] = []
+        self._lock = threading.Lock()
+
+    def request(self, key, compute: Callable[[], Callable[[], None]]):
+        "Compute `key` unless it is shown or on its way: `compute()` does the work and returns the function that shows it."
+        if key in (self.shown, self.wanted): return
+        self.wanted = key
+        if not self.background:
+            try: self._run(key, compute)
+            except Exception:
+                self.wanted = None
+                raise
+            return
+        self.status.value = f"<i>computing the {html.escape(self.what)}…</i>"
+        self.thread = threading.Thread(target=self._job, args=(key, compute), daemon=True)
+        _job_threads.add(self.thread)
+        self.thread.start()
+
+# %% ../../nbs/52_dashboards.core.ipynb #job00004
+@patch
+def _run(self: LatestJob, key, compute):
+    with self._lock, interactive_threads():      # one at a time; a newer request (or the exit) makes it stale
+        if key != self.wanted or _exiting.is_set(): return
+        start = time.perf_counter()
+        show = compute()
+        if key != self.wanted or _exiting.is_set(): return
+        show()
+        self.shown, self.status.value = key, ""
+        self.ms.append((time.perf_counter() - start) * 1000)
+
+@patch
+def _job(self: LatestJob, key, compute):
+    try: self._run(key, compute)
+    except Exception as e:                      # shown in the dashboard, never raised in the thread
+        self.wanted, self.status.value = None, ""
+        self.dashboard.show_error(f"{type(e).__name__} while computing the {self.what}: {e}")
+    finally: _job_threads.discard(threading.current_thread())
+
+@patch
+def wait(self: LatestJob, timeout: float = 60.0) -> bool:
+    "Block until the latest request is shown (True) or `timeout` seconds passed."
+    if self.thread is not None: self.thread.join(timeout)
+    return self.shown == self.wanted
 
 # %% ../../nbs/52_dashboards.core.ipynb #adc937ba
 class ErrorDashboard(Dashboard):

@@ -4,7 +4,8 @@
 
 # %% ../../nbs/54_dashboards.interpolation.ipynb #ef0e63bf
 from __future__ import annotations
-import atexit, io, threading, time
+import io
+from typing import Callable
 import pandas as pd
 import torch
 from torch import Tensor
@@ -14,7 +15,7 @@ from fastcore.basics import patch
 
 from ..codes import Codes, interpolate, is_disentangler
 from .core import (CodeBank, Dashboard, ImagePicker, OpenRun, captioned, code_bank,
-                                            image_widget, interactive_threads, png_bytes, register_dashboard, show_figure)
+                                            LatestJob, image_widget, png_bytes, register_dashboard, show_figure)
 from ..viz import image_grid, to_pil
 
 # %% auto #0
@@ -55,16 +56,6 @@ def distance_figure(distances: pd.DataFrame, mode: str):
                       width=620, margin=dict(l=50, r=20, t=50, b=40))
     return fig
 
-# %% ../../nbs/54_dashboards.interpolation.ipynb #73d0eab7
-_strip_threads: set[threading.Thread] = set()    # strip threads still running
-_exiting = threading.Event()
-
-@atexit.register
-def _finish_strips():
-    "At exit (before Python finalises): no new strips, and wait for the ones running."
-    _exiting.set()
-    for thread in list(_strip_threads): thread.join()
-
 # %% ../../nbs/54_dashboards.interpolation.ipynb #4c2111d7
 class InterpolationDashboard(Dashboard):
     "Two images, a slider per code, the strip of intermediate images and their re-ID distances to both ends."
@@ -79,12 +70,10 @@ class InterpolationDashboard(Dashboard):
         self.generated: Image.Image | None = None
         self.strip_images: list[Image.Image] = []
         self.distances = pd.DataFrame(columns=["t", "to_a", "to_b"])
-        self.figure, self.strip_ms = None, []
-        self._current_key = self._strip_key = self._strip_wanted = self._ends_key = self._ends = None
-        self._strip_lock = threading.Lock()
-        self._strip_thread: threading.Thread | None = None
+        self.figure, self._current_key, self._ends_key, self._ends = None, None, None, None
         self._controls(steps)
         self._views(display_width)
+        self.strip_job = LatestJob(self, self.strip_status, "strip", background)
         self._wire()
         self._guarded(self.update)
 
@@ -160,56 +149,30 @@ def update(self: InterpolationDashboard):
                                      f"{float(d[1]):.3f} to b")
         self._current_key = key
     strip_key = (a, b, self.strip_mode.value, tuple(self.strip_ts()))
-    if strip_key not in (self._strip_key, self._strip_wanted): self._request_strip(strip_key, ca, cb, ends)
-
-# %% ../../nbs/54_dashboards.interpolation.ipynb #14b5d10f
-@patch
-def _request_strip(self: InterpolationDashboard, key, ca, cb, ends):
-    self._strip_wanted = key
-    if not self.background:
-        try: self._compute_strip(key, ca, cb, ends)
-        except Exception:
-            self._strip_wanted = None
-            raise
-        return
-    self.strip_status.value = "<i>computing the strip…</i>"
-    self._strip_thread = threading.Thread(target=self._strip_job, args=(key, ca, cb, ends), daemon=True)
-    _strip_threads.add(self._strip_thread)
-    self._strip_thread.start()
-
-@patch
-def _strip_job(self: InterpolationDashboard, key, ca, cb, ends):
-    try: self._compute_strip(key, ca, cb, ends)
-    except Exception as e:                      # shown in the dashboard, never raised in the thread
-        self._strip_wanted = None
-        self.strip_status.value = ""
-        self.show_error(f"{type(e).__name__} while computing the strip: {e}")
-    finally: _strip_threads.discard(threading.current_thread())
+    self.strip_job.request(strip_key, lambda: self._compute_strip(strip_key, ca, cb, ends))
 
 # %% ../../nbs/54_dashboards.interpolation.ipynb #c9304849
 @patch
 def wait(self: InterpolationDashboard, timeout: float = 60.0) -> bool:
     "Block until the latest strip is shown (True) or `timeout` seconds passed."
-    if self._strip_thread is not None: self._strip_thread.join(timeout)
-    return self._strip_key == self._strip_wanted
+    return self.strip_job.wait(timeout)
+
+@patch(as_prop=True)
+def strip_ms(self: InterpolationDashboard) -> list[float]: return self.strip_job.ms
 
 # %% ../../nbs/54_dashboards.interpolation.ipynb #315f3cef
 @patch
-def _compute_strip(self: InterpolationDashboard, key, ca: Codes, cb: Codes, ends: Tensor):
-    with self._strip_lock, interactive_threads():   # one strip at a time; a newer request (or the exit) makes it stale
-        if key != self._strip_wanted or _exiting.is_set(): return
-        start = time.perf_counter()
-        strip, distances = interpolation_strip(self.codes, ca, cb, list(key[3]), ends)
-        picture = image_grid(strip, 1, len(strip), pad=2, col_labels=[f"t={t:.2f}" for t in distances["t"]])
-        fig = distance_figure(distances, key[2])
-        if key != self._strip_wanted or _exiting.is_set(): return
+def _compute_strip(self: InterpolationDashboard, key, ca: Codes, cb: Codes, ends: Tensor) -> Callable[[], None]:
+    "Decode and measure the strip of `key`; the function that shows it."
+    strip, distances = interpolation_strip(self.codes, ca, cb, list(key[3]), ends)
+    picture = image_grid(strip, 1, len(strip), pad=2, col_labels=[f"t={t:.2f}" for t in distances["t"]])
+    fig = distance_figure(distances, key[2])
+    def show():
         self.strip_images, self.distances, self.figure = strip, distances, fig
         self.strip_image.value = png_bytes(picture)
         self.strip_image.layout.width = f"{min(2 * picture.width, 1100)}px"
         show_figure(self.plot, fig)
-        self._strip_key = key
-        self.strip_status.value = ""
-        self.strip_ms.append((time.perf_counter() - start) * 1000)
+    return show
 
 # %% ../../nbs/54_dashboards.interpolation.ipynb #fig00001
 def _name(self: Dashboard) -> str: return self.run_dir.name if self.run_dir else "model"

@@ -5,7 +5,7 @@
 # %% ../../nbs/55a_dashboards.pose_transfer.ipynb #4ba878be
 from __future__ import annotations
 from dataclasses import replace
-import atexit, html, threading, time
+import html, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from fastcore.basics import patch
 from ..codes import Codes, interpolate_keypoints, is_disentangler
 from ..data.datasets import ReIDDataset, load_dataset
 from ..data.pose import COCO18_NAMES, NUM_KEYPOINTS, PoseClusters, draw_skeleton
-from .core import (CodeBank, Dashboard, ImagePicker, OpenRun, captioned,
+from .core import (CodeBank, Dashboard, ImagePicker, LatestJob, OpenRun, captioned,
                                             code_bank, image_widget, png_bytes, register_dashboard, verdict_html)
 from .swap import score_line, swap_scores
 from ..methods.common import split_keypoints
@@ -135,15 +135,6 @@ def walk_strip(codes: CodeBank, person: int, poses, labels: list[str]) -> tuple[
 SOURCES = ("from image", "pose palette", "edit joints")
 WALKS = ("to target", "palette")
 
-_walk_threads: set[threading.Thread] = set()    # walk threads still running
-_exiting = threading.Event()
-
-@atexit.register
-def _finish_walks():
-    "At exit (before Python finalises): no new walks, and wait for the ones running."
-    _exiting.set()
-    for thread in list(_walk_threads): thread.join()
-
 class PoseTransferDashboard(Dashboard):
     "A person in a target pose (from an image, the palette or edited joints), its ground truth, a walk through poses."
     title = "pose transfer"
@@ -178,9 +169,8 @@ def _state(self: PoseTransferDashboard, person: int, background: bool):
     "What the views show and the walk thread's bookkeeping."
     self.palette_index, self.edited, self.target = 0, None, self.codes.keypoints(person)
     self.generated = self.truth = self.walk_picture = None
-    self.truth_reason, self.walk_images, self.walk_ms, self._syncing = "", [], [], False
-    self.background, self._walk_lock = background, threading.Lock()
-    self._walk_key = self._walk_wanted = self._walk_thread = None
+    self.truth_reason, self.walk_images, self._syncing = "", [], False
+    self.background = background
 
 # %% ../../nbs/55a_dashboards.pose_transfer.ipynb #1ea1342b
 @patch
@@ -218,6 +208,7 @@ def _views(self: PoseTransferDashboard, display_width: int, steps: int):
     self.walk_mode = W.ToggleButtons(options=list(WALKS), value=WALKS[0], description="walk")
     self.walk_steps = W.IntSlider(value=steps, min=2, max=11, description="steps", continuous_update=False)
     self.walk_image, self.walk_status = image_widget(), W.HTML()
+    self.walk_job = LatestJob(self, self.walk_status, "walk", self.background)
     self.save_view = self.save_control("pose-transfer", lambda: (self.view_figure(), self.view_caption()))
     self.save_walk = self.save_control("pose-walk", lambda: (self.walk_figure(), self.walk_caption()))
 
@@ -336,47 +327,27 @@ def _update_walk(self: PoseTransferDashboard, a: int):
     poses, labels = self.walk_sequence()
     self.walk_steps.layout.display = "none" if self.walk_mode.value == "palette" else None
     key = (a, self.walk_mode.value, poses.tobytes())
-    if key in (self._walk_key, self._walk_wanted): return
-    self._walk_wanted = key
-    if not self.background:
-        try: self._compute_walk(key, a, poses, labels)
-        except Exception:
-            self._walk_wanted = None
-            raise
-        return
-    self.walk_status.value = "<i>computing the walk…</i>"
-    self._walk_thread = threading.Thread(target=self._walk_job, args=(key, a, poses, labels), daemon=True)
-    _walk_threads.add(self._walk_thread)
-    self._walk_thread.start()
+    self.walk_job.request(key, lambda: self._compute_walk(a, poses, labels))
 
 # %% ../../nbs/55a_dashboards.pose_transfer.ipynb #6fe372de
 @patch
-def _walk_job(self: PoseTransferDashboard, key, a, poses, labels):
-    try: self._compute_walk(key, a, poses, labels)
-    except Exception as e:                      # shown in the dashboard, never raised in the thread
-        self._walk_wanted, self.walk_status.value = None, ""
-        self.show_error(f"{type(e).__name__} while computing the walk: {e}")
-    finally: _walk_threads.discard(threading.current_thread())
-
-@patch
-def _compute_walk(self: PoseTransferDashboard, key, a: int, poses: np.ndarray, labels: list[str]):
-    with self._walk_lock:                       # one walk at a time; a newer request (or the exit) makes it stale
-        if key != self._walk_wanted or _exiting.is_set(): return
-        start = time.perf_counter()
-        picture, images = walk_strip(self.codes, a, poses, labels)
-        if key != self._walk_wanted or _exiting.is_set(): return
-        self.walk_picture, self.walk_images, self._walk_key = picture, images, key
+def _compute_walk(self: PoseTransferDashboard, a: int, poses: np.ndarray, labels: list[str]):
+    "Generate the walk strip; the function that shows it."
+    picture, images = walk_strip(self.codes, a, poses, labels)
+    def show():
+        self.walk_picture, self.walk_images = picture, images
         self.walk_image.value = png_bytes(picture)
         self.walk_image.layout.width = f"{min(2 * picture.width, 1100)}px"
-        self.walk_status.value = ""
-        self.walk_ms.append((time.perf_counter() - start) * 1000)
+    return show
 
 # %% ../../nbs/55a_dashboards.pose_transfer.ipynb #bcb41d4e
 @patch
 def wait(self: PoseTransferDashboard, timeout: float = 60.0) -> bool:
     "Block until the latest walk is shown (True) or `timeout` seconds passed."
-    if self._walk_thread is not None: self._walk_thread.join(timeout)
-    return self._walk_key == self._walk_wanted
+    return self.walk_job.wait(timeout)
+
+@patch(as_prop=True)
+def walk_ms(self: PoseTransferDashboard) -> list[float]: return self.walk_job.ms
 
 # %% ../../nbs/55a_dashboards.pose_transfer.ipynb #4188ac01
 @patch
