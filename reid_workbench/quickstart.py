@@ -114,6 +114,9 @@ CAPTIONS = {
               "red: someone else. Look for green near the left.",
     "swaps": "Per row: appearance donor a, structure donor b, the model's image of a's appearance with b's structure, "
              "and the ground truth rendered by SynthReID. Look for the third image matching the fourth.",
+    "pose_transfers": "Pose transfer, per row: person a, the image whose pose is the target (b), the model's image of a in "
+                      "b's pose, and SynthReID's render of a in b's pose, camera and background. Look for a's clothes and "
+                      "colours in b's posture in the third image, as in the fourth.",
 }
 CODES_COLUMNS = ("method", "swap_l1_person", "swap_l1_person_ref_a", "swap_l1_person_ref_b", "swap_ssim_person",
                  "swap_l1", "swap_l1_ref_a", "swap_l1_ref_b", "recon_ssim", "appearance_effect", "appearance_effect_truth",
@@ -159,7 +162,9 @@ def report_page(report, runs, results: pd.DataFrame, codes: pd.DataFrame | None 
         if (report / f"ranked_{name}.png").is_file(): parts.append(_image_html(f"ranked_{name}.png", CAPTIONS["ranked"]))
         if (report / f"swap_grid_{name}.png").is_file():
             verdict = swap_verdict(by_method[name]) if name in by_method else ""
-            parts.append(_image_html(f"swap_grid_{name}.png", f"{CAPTIONS['swaps']} {verdict}".strip()))
+            poses = name in available_methods() and method_info(name).structure_kind == "keypoints"
+            caption = CAPTIONS["pose_transfers" if poses else "swaps"]
+            parts.append(_image_html(f"swap_grid_{name}.png", f"{caption} {verdict}".strip()))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_PAGE_STYLE}</style>"
             f"<script>{get_plotlyjs()}</script></head><body>{''.join(parts)}</body></html>")
     return atomic_write_text(report / "index.html", page)

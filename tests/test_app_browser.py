@@ -122,17 +122,19 @@ def test_report_page_opens_in_chromium(artifacts_dir, tmp_path):
     report.mkdir()
     results = pd.DataFrame([{"method": "baseline", "rank1": 0.7, "mAP": 0.6, "train_seconds": 10.0},
                             {"method": "dgnet", "rank1": 0.5, "mAP": 0.4, "train_seconds": 20.0},
+                            {"method": "pt", "rank1": 0.6, "mAP": 0.5, "train_seconds": 30.0},
                             {"method": "chance (random ranking)", "rank1": 0.01, "mAP": 0.02}])
     codes = pd.DataFrame([{"method": "dgnet", "swap_l1_person": 0.2, "swap_l1_person_ref_a": 0.18,
                            "swap_l1_person_ref_b": 0.23, "swap_beats_both_person": False, "recon_ssim": 0.3}])
     rng = np.random.default_rng(0)
-    for name in ("baseline", "dgnet"):
+    for name in ("baseline", "dgnet", "pt"):
         (runs / name).mkdir(parents=True)
         steps = np.arange(1, 41)
         pd.DataFrame({"stage": "train", "epoch": steps // 10, "step": steps, "seconds": steps * 0.5,
                       "loss": 2 / steps + rng.random(40) * 0.05}).to_csv(runs / name / "losses.csv", index=False)
         Image.fromarray(rng.integers(0, 255, (60, 300, 3), dtype=np.uint8)).save(report / f"ranked_{name}.png")
-    Image.fromarray(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(report / "swap_grid_dgnet.png")
+    for name in ("dgnet", "pt"):
+        Image.fromarray(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(report / f"swap_grid_{name}.png")
     page_path = report_page(report, runs, results, codes, {"timings": {"total_s": 600.0, "jobs": 2}})
     page_errors, console_errors, requests = [], [], []
     with sync_playwright() as pw:
@@ -144,11 +146,12 @@ def test_report_page_opens_in_chromium(artifacts_dir, tmp_path):
             page.on("request", lambda r: requests.append(r.url))
             page.goto(page_path.as_uri(), wait_until="load")
             page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=30_000)
-            assert page.locator(".js-plotly-plot").count() == 2                    # one loss figure per method
+            assert page.locator(".js-plotly-plot").count() == 3                    # one loss figure per method
             widths = page.evaluate("() => Array.from(document.images).map(i => i.naturalWidth)")
-            assert len(widths) == 3 and min(widths) > 0                             # two ranked lists, one swap grid
+            assert len(widths) == 5 and min(widths) > 0                             # three ranked lists, two grids
             text = page.inner_text("body")
             assert "do not beat both trivial answers" in text and "0.700" in text
+            assert "Pose transfer, per row" in text and "structure donor b" in text   # pt's grid is a pose transfer
             page.screenshot(path=str(artifacts_dir / "report_page.png"), full_page=True)
         finally:
             browser.close()
