@@ -606,7 +606,8 @@ def _hits(self: RetrievalDashboard, ranking: Ranking) -> pd.DataFrame:
 @patch
 def show_model_sees(self: RetrievalDashboard):
     "Decode the query's appearance with the top hit's structure, beside the query and the top hit."
-    if not self.ranking: raise ValueError("no ranked gallery image to take the structure from")
+    if not self.ranking or not self.ranked_image.value:
+        raise ValueError("no ranked list on show to take the top hit's structure from: pick a query first")
     s = self.session
     query = self.upload_view if self.upload_view is not None else s.thumb(s.dataset.query[self.query_index].path)
     cells = s.model_sees(query, s.thumb(s.dataset.gallery[self.ranking[0]].path))
@@ -630,9 +631,10 @@ def figure(self: RetrievalDashboard) -> tuple[Image.Image, str]:
     what = (f"upload {self.upload_name}" if self.query_index is None else
             f"query #{self.query_index} {os.path.basename(self.session.dataset.query[self.query_index].path)}")
     ap = "" if self.current_ap is None else f", AP {self.current_ap:.3f}"
+    borders = ("blue = the upload as the model sees it, grey = identity unknown" if self.query_index is None else
+               "blue = query, green = same person, red = another person")
     return out, (f"{what}{ap}{', re-ranked' if self.key[1] else ''}: top {len(self.ranking)}"
-                 f"{'' if not len(parts) - 1 else ', then every true match'}; border blue = query, green = same person, "
-                 f"red = another person, grey = identity unknown")
+                 f"{'' if not len(parts) - 1 else ', then every true match'}; border {borders}")
 
 # %% ../../nbs/56_dashboards.retrieval.ipynb #2a6534ea
 register_dashboard(RetrievalDashboard, applies_to=has_embed, order=20)
