@@ -131,8 +131,8 @@ def weight_columns(log: pd.DataFrame) -> list[str]:
     return [c for c in loss_columns(log) if c.startswith("lambda_")]
 
 def curve_columns(log: pd.DataFrame) -> list[str]:
-    "The losses of a loss log (`viz.loss_columns` without the weights)."
-    return [c for c in loss_columns(log) if not c.startswith("lambda_")]
+    "The losses of a loss log (`viz.loss_columns` without the weights and accuracies such as DG-Net's `teacher_acc`)."
+    return [c for c in loss_columns(log) if not c.startswith("lambda_") and not c.endswith("_acc")]
 
 # %% ../../nbs/57_dashboards.monitor.ipynb #1a2b3c09
 GAN_LOSS_DESCRIPTIONS = {
@@ -262,7 +262,7 @@ def _controls(self: MonitorDashboard, interval: float, smooth: int):
     self.losses = W.SelectMultiple(options=[], description="losses", rows=4)
     self.sample_stage = W.Dropdown(options=[], description="samples of", layout=W.Layout(width="260px"))
     self.sample_epoch = W.SelectionSlider(options=[0], description="epoch", continuous_update=False)
-    self.sample_stage.layout.visibility = self.sample_epoch.layout.visibility = "hidden"   # until there is a grid
+    self.sample_stage.layout.display = self.sample_epoch.layout.display = "none"   # until there is a grid
     self.refresh_error, self.plot_error, self.sample_error = self.error_spot(), self.error_spot(), self.error_spot()
 
 # %% ../../nbs/57_dashboards.monitor.ipynb #1a2b3c18
@@ -287,7 +287,8 @@ def _views(self: MonitorDashboard):
     self.scale_note, self.descriptions_html = W.HTML(), W.HTML()
     self.plot = W.Output(layout=W.Layout(width="760px"))
     self.weights_plot = W.Output(layout=W.Layout(width="760px", display="none"))
-    self.sample_image = image_widget()
+    self.sample_image = image_widget(layout=W.Layout(display="none"))
+    self.sample_image.observe(lambda ch: setattr(self.sample_image.layout, "display", None if ch.new else "none"), "value")
     self._wire()
     self.widget = W.VBox([
         W.HTML(f"<h3>Training monitor</h3><code>{html.escape(str(self.run_dir))}</code>"),
@@ -369,9 +370,10 @@ def plot_losses(self: MonitorDashboard):
 # %% ../../nbs/57_dashboards.monitor.ipynb #1a2b3c20
 @patch
 def _describe(self: MonitorDashboard, names: list[str]):
-    "What each plotted name means."
-    items = [f"<b>{html.escape(n)}</b>: {html.escape(describe(n, self.descriptions) or '(no description)')}" for n in names]
-    self.descriptions_html.value = f'<div style="font-size:90%">{"<br>".join(items)}</div>'
+    "What each plotted name means (the names the method describes)."
+    items = [f"<b>{html.escape(n)}</b>: {html.escape(describe(n, self.descriptions))}" for n in names
+             if describe(n, self.descriptions)]
+    self.descriptions_html.value = f'<div style="font-size:90%">{"<br>".join(items)}</div>' if items else ""
 
 @patch
 def _scale_note(self: MonitorDashboard, stage: str):
@@ -410,7 +412,7 @@ def show_sample(self: MonitorDashboard, stage: str | None, epoch: int | None):
     self.shown_sample, self.sample_image.value = None, b""
     grid = None if stage is None else self.session.sample(stage, epoch)
     if stage is not None and grid is None: raise ValueError(f"no sample grid for stage {stage!r}, epoch {epoch}")
-    self.sample_epoch.layout.visibility = self.sample_stage.layout.visibility = "visible" if grid else "hidden"
+    self.sample_epoch.layout.display = self.sample_stage.layout.display = None if grid else "none"
     if grid is None:
         none = self.info is not None and not sample_doc(self.info)
         self.sample_label.value = (f"<i>the {html.escape(self.info.name)} method saves no sample grids</i>" if none else

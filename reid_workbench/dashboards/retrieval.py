@@ -29,8 +29,8 @@ from ..viz import _font, to_pil
 
 # %% auto #0
 __all__ = ['FEATURE_CACHE_VERSION', 'QUERY_COLOUR', 'MATCH_COLOUR', 'OTHER_COLOUR', 'UNKNOWN_COLOUR', 'LEGEND', 'PROTOCOL_NOTE',
-           'SORT_OPTIONS', 'TABLE_COLUMNS', 'Ranking', 'has_embed', 'model_digest', 'features_key', 'RetrievalSession',
-           'legend_html', 'ranked_row', 'titled', 'sorted_scores', 'RetrievalDashboard']
+           'SORT_OPTIONS', 'TABLE_COLUMNS', 'HITS_STYLE', 'Ranking', 'has_embed', 'model_digest', 'features_key',
+           'RetrievalSession', 'legend_html', 'ranked_row', 'titled', 'sorted_scores', 'RetrievalDashboard']
 
 # %% ../../nbs/56_dashboards.retrieval.ipynb #0a14f19f
 @dataclass
@@ -340,16 +340,23 @@ def _table_widgets(self: RetrievalDashboard):
     self.next_page.on_click(lambda _: self._at(self.table_error, self.show_page, self.page + 1))
 
 # %% ../../nbs/56_dashboards.retrieval.ipynb #0f5a6b03
+def _hidden_when_empty(image: W.Image) -> W.Image:
+    "`image`, shown only while it holds a picture (a browser draws an empty one as a broken image)."
+    image.layout.display = None if image.value else "none"
+    image.observe(lambda change: setattr(image.layout, "display", None if change.new else "none"), "value")
+    return image
+
 @patch
 def _views(self: RetrievalDashboard, disentangler: bool):
     "The ranked list and its legend, the true-match strip, the hits table, the AP and summary lines, the model-sees picture."
     self.ranked_image, self.matches_image = image_widget(), image_widget()
+    for w in (self.ranked_image, self.matches_image): _hidden_when_empty(w)
     self.hits_table, self.ap_label, self.matches_label = W.HTML(), W.HTML(), W.HTML()
     self.summary, self.legend, self.sees_note = W.HTML(), W.HTML(legend_html(PROTOCOL_NOTE)), W.HTML()
     self.sees_button = W.Button(description="show what the model sees", button_style="warning",
                                 tooltip="decode the query's appearance with the top hit's structure",
                                 layout=W.Layout(width="auto"))
-    self.sees_image, self.sees_error = image_widget(layout=W.Layout(display="none")), self.error_spot()
+    self.sees_image, self.sees_error = _hidden_when_empty(image_widget()), self.error_spot()
     if not disentangler: self.sees_button.layout.display = "none"
     self._table_widgets()
     self.results = [self.ranked_image, self.matches_image, self.hits_table, self.ap_label, self.matches_label,
@@ -562,8 +569,9 @@ def _show_matches(self: RetrievalDashboard):
     self.matches = m = self.session.true_matches(self.query_index, *self.key)
     self.matches_label.value = (f"<b>every true match</b> of this query in the gallery ({len(m.indices)}), with its "
                                 f"rank{' — none: this identity has no image from another camera' if not m.indices else ''}")
-    self.matches_image.value = png_bytes(ranked_row(_hit_cells(self._gallery_thumbs(m.indices), m),
-                                                    self.thumb_size)) if m.indices else b""
+    strip = ranked_row(_hit_cells(self._gallery_thumbs(m.indices), m), self.thumb_size) if m.indices else None
+    self.matches_image.value = png_bytes(strip) if strip else b""
+    if strip: self.matches_image.layout.width = f"{min(strip.width, 1100)}px"
 
 # %% ../../nbs/56_dashboards.retrieval.ipynb #d1a40fa5
 @patch
@@ -581,7 +589,7 @@ def update(self: RetrievalDashboard):
     self.ranked_image.value = png_bytes(picture)
     self.ranked_image.layout.width = f"{min(picture.width, 1100)}px"
     self._show_matches()
-    self.hits_table.value = self._hits(ranking).to_html(index=False, border=0)
+    self.hits_table.value = HITS_STYLE + self._hits(ranking).to_html(index=False, border=0, classes="rw-hits")
 
 # %% ../../nbs/56_dashboards.retrieval.ipynb #d1a40fa6
 @patch
@@ -591,6 +599,8 @@ def _clear_views(self: RetrievalDashboard):
     self.ranked_image.value = self.matches_image.value = self.sees_image.value = b""
     self.ap_label.value = self.hits_table.value = self.matches_label.value = self.sees_note.value = ""
     self.sees_image.layout.display = "none"
+
+HITS_STYLE = "<style>.rw-hits th, .rw-hits td {padding: 1px 10px; text-align: left}</style>"
 
 @patch
 def _hits(self: RetrievalDashboard, ranking: Ranking) -> pd.DataFrame:
