@@ -15,12 +15,14 @@ from .data.loaders import LoaderConfig, TransformConfig
 from .training import Method, load_model_state, run_info
 
 # %% auto #0
-__all__ = ['SWAP_BODIES', 'MethodInfo', 'register_method', 'available_methods', 'method_info', 'info_of', 'method_config',
-           'load_trained']
+__all__ = ['SWAP_BODIES', 'PAPER_SCORES', 'PAPER_KEYS', 'MethodInfo', 'register_method', 'available_methods', 'method_info',
+           'info_of', 'method_config', 'load_trained']
 
 # %% ../nbs/31_registry.ipynb #acc791d8
 SWAP_BODIES = ("a", "b")
 _RANGE_TRANSFORMS = {"imagenet": {}, "unit": dict(normalize=False), "tanh": dict(mean=(.5, .5, .5), std=(.5, .5, .5))}
+PAPER_SCORES = ("rank1", "mAP", "rank1_rerank", "mAP_rerank")   # percent, as the paper prints them
+PAPER_KEYS = ("dataset", "source", *PAPER_SCORES, "fid", "note")
 
 # %% ../nbs/31_registry.ipynb #ffbae934
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class MethodInfo:
     references: dict = field(default_factory=dict)   # config field -> method whose quickstart run it names
     smoke: dict = field(default_factory=dict)        # tiny-preset overrides for a seconds-long run (tests, demos)
     test_flip: bool = True                    # test feature = mean of embed(x) and embed(mirror of x)
+    paper_results: dict = field(default_factory=dict)  # the paper's own numbers (percent), its dataset and table
 
     @property
     def disentangler(self) -> bool: return self.structure_kind is not None
@@ -76,6 +79,25 @@ def _check_classes(info: MethodInfo, where: str):
         raise ValueError(f"{where}: {info.model.__name__} {has} encode/decode/embed but structure_kind is {info.structure_kind!r}")
 
 # %% ../nbs/31_registry.ipynb #9cc47834
+def _check_paper_results(results, where: str):
+    "The paper's numbers: known keys, a dataset and a source, percentages as the paper prints them."
+    if not isinstance(results, dict): raise TypeError(f"{where}: paper_results must be a dict, not {type(results).__name__}")
+    if not results: return
+    unknown = sorted(set(results) - set(PAPER_KEYS))
+    if unknown: raise ValueError(f"{where}: paper_results has unknown key(s) {unknown}; known: {', '.join(PAPER_KEYS)}")
+    for key in ("dataset", "source"):
+        if not isinstance(results.get(key), str) or not results[key].strip():
+            raise ValueError(f"{where}: paper_results needs {key!r} as text (e.g. 'Market-1501', 'Table 4')")
+    if not any(k in results for k in PAPER_SCORES):
+        raise ValueError(f"{where}: paper_results gives no score (one of {', '.join(PAPER_SCORES)})")
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+    for k in PAPER_SCORES:
+        if k in results and not (number(results[k]) and 1 < results[k] <= 100):
+            raise ValueError(f"{where}: paper_results[{k!r}]={results[k]!r} must be a percentage in (1, 100], as the paper prints it")
+    if "fid" in results and not (number(results["fid"]) and results["fid"] >= 0):
+        raise ValueError(f"{where}: paper_results['fid']={results['fid']!r} must be a number >= 0")
+    if not isinstance(results.get("note", ""), str): raise ValueError(f"{where}: paper_results['note'] must be text")
+
 def _check_facts(info: MethodInfo, where: str):
     if info.structure_kind is not None and info.structure_kind not in STRUCTURE_KINDS:
         raise ValueError(f"{where}: structure_kind={info.structure_kind!r} must be None or one of {STRUCTURE_KINDS}")
@@ -88,6 +110,7 @@ def _check_facts(info: MethodInfo, where: str):
     fields = {f.name for f in dataclasses.fields(info.config)} if info.config else set()
     unknown = [k for k in [*(info.quickstart or {}), *info.references, *info.smoke] if fields and k not in fields]
     if unknown: raise ValueError(f"{where}: quickstart / references / smoke name {unknown}, not fields of {info.config.__name__}")
+    _check_paper_results(info.paper_results, where)
 
 # %% ../nbs/31_registry.ipynb #edf11e19
 _REGISTRY: dict[str, MethodInfo] = {}

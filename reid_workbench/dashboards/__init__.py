@@ -21,7 +21,8 @@ from .retrieval import *
 from .monitor import *
 from ..data.synth import SynthConfig, write_synthreid
 from ..codes_metrics import swap_verdict
-from ..registry import available_methods, method_config, method_info
+from ..compare import preset_changes
+from ..registry import available_methods, method_config
 from ..training import run_info
 
 # %% auto #0
@@ -29,17 +30,11 @@ __all__ = ['run_card', 'run_card_html', 'RunDashboards', 'cache_folder', 'demo_r
 
 # %% ../../nbs/58_dashboards.ipynb #card0002
 def _preset_of(info: dict) -> str:
-    "The preset the run's config is closest to, with the fields that differ from it."
-    method, config = info.get("method"), info.get("method_config") or {}
-    best = None
-    for preset in (method_info(method).presets if method in available_methods() else ()):
-        try: ref = json.loads(json.dumps(method_config(method, preset).to_dict(), default=str))
-        except Exception: continue
-        changed = sorted(k for k in set(ref) | set(config) if ref.get(k) != config.get(k))
-        if best is None or len(changed) < len(best[1]): best = (preset, changed)
-    if best is None: return "unknown"
-    preset, changed = best
-    return preset if not changed else f"{preset}, changed: {', '.join(changed[:6])}{' …' if len(changed) > 6 else ''}"
+    "The preset the run's config is closest to, with the fields changed from it (`compare.preset_changes`)."
+    method = info.get("method")
+    if method not in available_methods(): return "unknown"
+    best, changed = preset_changes(method, info.get("method_config") or {})
+    return best if not changed else f"{best}, changed: {', '.join(changed[:6])}{' …' if len(changed) > 6 else ''}"
 
 # %% ../../nbs/58_dashboards.ipynb #card0003
 def _read_json(path: Path) -> dict:
