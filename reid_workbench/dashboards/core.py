@@ -774,7 +774,8 @@ def for_run(cls: Dashboard, run: OpenRun, **options) -> Dashboard:
 def build_for_run(cls: type, run: OpenRun, **options) -> Dashboard:
     "Dashboard `cls` of the opened `run`, saving its figures into the run; an ErrorDashboard that says why it cannot be built."
     try: dashboard = cls.for_run(run, **options)
-    except Exception as e: return ErrorDashboard(cls.title, f"cannot show the {cls.title} dashboard for {run.run_dir}: {e}")
+    except Exception as e:
+        return ErrorDashboard(cls.title, f"cannot show the {cls.title} dashboard for {run.run_dir}: {error_text(e)}")
     dashboard.run_dir = Path(run.run_dir)
     return dashboard
 
