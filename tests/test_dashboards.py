@@ -341,8 +341,8 @@ def test_retrieval_toggles_change_the_list(retrieval):
     assert "re-ranked" in dash.summary.value
     dash.rerank.value = False
     assert dash.ranked_distances == plain[1]
-    cosine = dash.session.distances("cosine")[3]                           # normalised features: the same order,
-    assert list(np.argsort(cosine, kind="stable")[:len(plain[0])]) == plain[0]   # so the page has no metric toggle
+    cosine = dash.session.rank_query(3, len(plain[0]), "cosine")          # normalised features: the same order,
+    assert list(cosine.indices) == plain[0]                                # so the page has no metric toggle
     assert not hasattr(dash, "metric")
     dash.topk.value = 4
     assert len(dash.ranking) == 4
