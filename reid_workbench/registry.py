@@ -44,6 +44,9 @@ class MethodInfo:
     smoke: dict = field(default_factory=dict)        # tiny-preset overrides for a seconds-long run (tests, demos)
     test_flip: bool = True                    # test feature = mean of embed(x) and embed(mirror of x)
     paper_results: dict = field(default_factory=dict)  # the paper's own numbers (percent), its dataset and table
+    loss_descriptions: dict = field(default_factory=dict)  # logged loss name -> one line on what it measures
+    sample_rows: tuple | None = None          # captions of the rows of its training sample grids
+    sample_columns: tuple | None = None       # ... and of their columns (None: numbered)
 
     @property
     def disentangler(self) -> bool: return self.structure_kind is not None
@@ -111,6 +114,18 @@ def _check_facts(info: MethodInfo, where: str):
     unknown = [k for k in [*(info.quickstart or {}), *info.references, *info.smoke] if fields and k not in fields]
     if unknown: raise ValueError(f"{where}: quickstart / references / smoke name {unknown}, not fields of {info.config.__name__}")
     _check_paper_results(info.paper_results, where)
+    _check_captions(info, where)
+
+# %% ../nbs/31_registry.ipynb #capt0001
+def _check_captions(info: MethodInfo, where: str):
+    "loss_descriptions: text for text; sample_rows / sample_columns: tuples of text."
+    d = info.loss_descriptions
+    if not isinstance(d, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in d.items()):
+        raise ValueError(f"{where}: loss_descriptions must map each loss name to a line of text")
+    for name in ("sample_rows", "sample_columns"):
+        v = getattr(info, name)
+        if v is not None and not (isinstance(v, tuple) and all(isinstance(c, str) for c in v)):
+            raise ValueError(f"{where}: {name} must be a tuple of captions, got {v!r}")
 
 # %% ../nbs/31_registry.ipynb #edf11e19
 _REGISTRY: dict[str, MethodInfo] = {}

@@ -191,6 +191,10 @@ def training_step(self: Baseline, batch: dict, ctx: StepContext) -> dict[str, fl
 register_method(MethodInfo("baseline", BaselineConfig, Baseline, summary="ResNet + IDE/BNNeck heads, LSR CE + batch-hard triplet",
                            presets=("paper", "tiny", "teacher"), quickstart=QUICKSTART_OVERRIDES,
                            quickstart_order=10,
+                           loss_descriptions=dict(
+                               loss='total: identity cross-entropy + batch-hard triplet, weighted',
+                               id='identity cross-entropy with label smoothing',
+                               triplet='batch-hard triplet loss on the pooled feature'),
                            smoke=dict(size=(64, 32), epochs=2, warmup_epochs=0, milestones=(), P=2, K=2)))
 
 # %% ../../nbs/42_methods.baseline.ipynb #f8d62109
