@@ -1,8 +1,10 @@
 """The web app end to end: `app.start_app` serves a tiny run's dashboards with voila on 127.0.0.1, headless Chromium
 opens the page, the widgets render without JavaScript errors, only the dashboards that apply to the model have a tab,
-the kernel answers a click, and screenshots of every tab are left in ./artifacts/ (app_<tab>.png)."""
-import importlib.util
+every dashboard answers a real interaction (a click on a thumbnail, a query row, a part toggle, a palette pose, a save
+button), and screenshots of every tab are left in ./artifacts/ (app_<method>_<tab>.png) — for a generative run with
+tensor structure (DG-Net) and for a keypoint run (PT). Start-up times (first widget; tab builds) are printed."""
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -13,8 +15,9 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TABS = ("monitor", "retrieval", "swap", "interpolation", "part shuffle")
-HEADINGS = {"monitor": "Training monitor", "retrieval": "Retrieval", "swap": "Code swap",
+TABS = {"dgnet": ("monitor", "retrieval", "swap", "interpolation", "part shuffle"),
+        "pt": ("monitor", "retrieval", "swap", "pose transfer", "interpolation")}
+HEADINGS = {"monitor": "Training monitor", "retrieval": "Retrieval", "swap": "Code swap", "pose transfer": "Pose transfer",
             "interpolation": "Interpolation", "part shuffle": "Part shuffle"}
 
 if not Path(CHROMIUM).exists():
@@ -26,22 +29,20 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 
 from reid_workbench.app import free_port, start_app  # noqa: E402
 from reid_workbench.data.synth import SynthConfig, write_synthreid  # noqa: E402
+from reid_workbench.registry import method_info  # noqa: E402
 from reid_workbench.runs import train_run  # noqa: E402
 
 
-def _method() -> str:
-    "A generative method when one is installed (every tab then has a dashboard), else the baseline."
-    return "dgnet" if importlib.util.find_spec("reid_workbench.methods.dgnet") else "baseline"
-
-
 @pytest.fixture(scope="module")
-def served_run():
+def served_runs():
+    "A one-step DG-Net and a one-step PT (its smoke settings, no guider) on a tiny SynthReID."
     work = Path(tempfile.mkdtemp(prefix="app_browser_"))
     root, _ = write_synthreid(work / "synth", SynthConfig.tiny(ids=16), progress=False)
-    method = _method()
-    train_run(method, root, work / "run", epochs=1, device="cpu", progress=False,
-              trainer_overrides=dict(max_steps_per_epoch=1, log_every=1))
-    yield method, work / "run"
+    steps = dict(max_steps_per_epoch=1, log_every=1)
+    train_run("dgnet", root, work / "dgnet", epochs=1, device="cpu", progress=False, trainer_overrides=steps)
+    train_run("pt", root, work / "pt", device="cpu", progress=False, trainer_overrides=steps,
+              config_overrides=method_info("pt").smoke | dict(guider="none", epochs_reid=0))
+    yield {"dgnet": work / "dgnet", "pt": work / "pt"}
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -53,14 +54,53 @@ def _is_benign(text: str) -> bool:
 VOILA_TEMPLATE_CDN = ("https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free",)
 
 
-def test_app_renders_in_chromium(served_run, artifacts_dir, tmp_path):
-    method, run = served_run
-    app = start_app(run, port=free_port(), folder=tmp_path / "app")
-    page_errors, console_errors, external = [], [], []
+def _images(page) -> str:
+    return page.evaluate("() => Array.from(document.images).filter(i => i.offsetParent).map(i => i.src).join('|')")
+
+
+def _changes_images(page, act, timeout: float = 30):
+    "Run `act()` and wait until a visible image changed; fails when none did."
+    before = _images(page)
+    act()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _images(page) != before: return
+        time.sleep(0.2)
+    raise AssertionError("the interaction changed no image")
+
+
+def _saves(page, label: str = "save PNG"):
+    "Click the first visible save button and wait for its 'saved … download' line."
+    page.locator("button:visible", has_text=label).first.click()
+    page.locator("a[download]:visible").first.wait_for(timeout=30_000)
+
+
+def _use(page, tab: str):
+    "One real interaction with the dashboard on show."
+    visible = lambda text: page.locator("button:visible", has_text=text)
+    if tab == "retrieval":
+        _changes_images(page, lambda: page.locator(".rw-query-row:visible, button:visible", has_text="#").nth(3).click())
+    elif tab == "swap":
+        _changes_images(page, lambda: visible("#6").last.click())          # a structure donor
+        _saves(page)
+    elif tab == "interpolation":
+        _changes_images(page, lambda: visible("#5").last.click())          # image b
+    elif tab == "part shuffle":
+        _changes_images(page, lambda: visible("part 1").first.click())
+    elif tab == "pose transfer":
+        visible("pose palette").first.click()
+        _changes_images(page, lambda: visible(re.compile(r"^3$")).first.click())     # the third palette pose
+        _saves(page)
+
+
+def _open_app(run: Path, tabs: tuple, shots: Path, tmp_path: Path) -> dict:
+    "Serve `run`, use every tab once in Chromium, screenshot each; the page's errors and timings."
+    app = start_app(run, port=free_port(), folder=tmp_path / f"app_{run.name}")
+    found = {"page_errors": [], "console": [], "external": [], "seconds": {}}
     try:
         app.wait_ready(60)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
+            browser = pw.chromium.launch_persistent_context(str(tmp_path / f"profile_{run.name}"), executable_path=CHROMIUM,
                                                             headless=True, args=CHROMIUM_ARGS,
                                                             viewport={"width": 1400, "height": 1800})
             try:
@@ -68,48 +108,51 @@ def test_app_renders_in_chromium(served_run, artifacts_dir, tmp_path):
                 # the app must work offline: answer every request that leaves 127.0.0.1 with an empty body, and
                 # record it (voila's lab template links Font Awesome's CSS on a CDN; voila bundles the font itself)
                 page.route(lambda url: not url.startswith(app.url),
-                           lambda route: (external.append(route.request.url),
+                           lambda route: (found["external"].append(route.request.url),
                                           route.fulfill(status=200, content_type="text/css", body="")))
-                page.on("pageerror", lambda e: page_errors.append(str(e)))
-                page.on("console", lambda m: console_errors.append(f"{m.text} @ {m.location.get('url', '')}")
+                page.on("pageerror", lambda e: found["page_errors"].append(str(e)))
+                page.on("console", lambda m: found["console"].append(f"{m.text} @ {m.location.get('url', '')}")
                         if m.type == "error" else None)
+                start = time.monotonic()
                 page.goto(app.url, timeout=180_000, wait_until="domcontentloaded")
-                # voila runs the notebook, then renders its widgets
                 page.get_by_text(HEADINGS["monitor"], exact=True).wait_for(timeout=180_000)
-                assert page.locator(".jupyter-widgets").count() > 10
+                found["seconds"]["first widget"] = round(time.monotonic() - start, 1)
+                assert page.title() == f"{run.name} · reid-workbench"
+                assert page.locator(".rw-card").count() == 1 and "preset" in page.locator(".rw-card").inner_text()
                 assert "Traceback" not in page.inner_text("body")
                 page.locator(".js-plotly-plot:visible .main-svg").first.wait_for(timeout=30_000)  # loss curves
-                page.screenshot(path=str(artifacts_dir / "app_monitor.png"), full_page=True)
-
-                expected = TABS if method != "baseline" else TABS[:2]   # the baseline is no Disentangler
-                assert [t.strip() for t in page.locator(".lm-TabBar-tab").all_inner_texts()] == list(expected)
-                for tab in expected[1:]:
+                page.screenshot(path=str(shots / f"app_{run.name}_monitor.png"), full_page=True)
+                assert [t.strip() for t in page.locator(".lm-TabBar-tab").all_inner_texts()] == list(tabs)
+                for tab in tabs[1:]:
+                    start = time.monotonic()
                     page.locator(".lm-TabBar-tab", has_text=tab).first.click()
-                    page.get_by_text(HEADINGS[tab], exact=True).wait_for(timeout=30_000)
-                    time.sleep(0.5)   # let images and plots settle before the screenshot
-                    page.screenshot(path=str(artifacts_dir / f"app_{tab.replace(' ', '_')}.png"), full_page=True)
-
-                if method != "baseline":   # the kernel answers: choosing another structure donor redraws the swap
-                    page.locator(".lm-TabBar-tab", has_text="swap").first.click()
-                    before = page.evaluate("() => Array.from(document.images).map(i => i.src).join('|')")
-                    page.locator("button:visible", has_text="#6").last.click()   # a structure donor
-                    deadline = time.monotonic() + 30
-                    while time.monotonic() < deadline:
-                        after = page.evaluate("() => Array.from(document.images).map(i => i.src).join('|')")
-                        if after != before: break
-                        time.sleep(0.25)
-                    assert after != before, "clicking a thumbnail did not change any image"
-                    page.screenshot(path=str(artifacts_dir / "app_swap_clicked.png"), full_page=True)
+                    page.get_by_text(HEADINGS[tab], exact=True).wait_for(timeout=120_000)
+                    found["seconds"][tab] = round(time.monotonic() - start, 1)
+                    time.sleep(0.5)   # let images and plots settle
+                    _use(page, tab)
+                    time.sleep(0.5)
+                    shown = page.locator("text=⚠ >> visible=true")
+                    assert "Traceback" not in page.inner_text("body") and shown.count() == 0, \
+                        f"{tab}: an error is on show: {shown.all_inner_texts()}"
+                    page.screenshot(path=str(shots / f"app_{run.name}_{tab.replace(' ', '_')}.png"), full_page=True)
             finally:
                 browser.close()
     finally:
         status = app.stop()
     assert status is not None and app.process.poll() is not None
-    assert not page_errors, f"JavaScript errors on the page: {page_errors}"
-    bad = [e for e in console_errors if not _is_benign(e)]
+    return found
+
+
+@pytest.mark.parametrize("method", ["dgnet", "pt"])
+def test_app_renders_in_chromium(served_runs, method, artifacts_dir, tmp_path):
+    found = _open_app(served_runs[method], TABS[method], artifacts_dir, tmp_path)
+    print(f"{method}: seconds to the first widget and to each tab: {found['seconds']}")
+    assert not found["page_errors"], f"JavaScript errors on the page: {found['page_errors']}"
+    bad = [e for e in found["console"] if not _is_benign(e)]
     assert not bad, f"console errors: {bad}"
-    unexpected = [u for u in external if not u.startswith(VOILA_TEMPLATE_CDN)]
+    unexpected = [u for u in found["external"] if not u.startswith(VOILA_TEMPLATE_CDN)]
     assert not unexpected, f"the page asked for resources outside 127.0.0.1: {unexpected}"
+    assert list((served_runs[method] / "figures").glob("*.png")) or method != "dgnet"   # the swap's save wrote a file
 
 
 def test_report_page_opens_in_chromium(artifacts_dir, tmp_path):

@@ -106,6 +106,7 @@ class RunDashboards:
 
     def _heading(self) -> str:
         method = self.card.get("method", "")
+        method = "" if method == self.run_dir.name else method           # runs/dgnet: the name says it already
         return f"<h2>reid-workbench · {html.escape(self.run_dir.name)}{' · ' + html.escape(method) if method else ''}</h2>"
 
     def _title(self, title: str) -> str:

@@ -217,6 +217,7 @@ def captioned_grid(image: Image.Image, shape: tuple[int, int], rows=None, column
     ch, cw = (big.height - 2 * scale) / n_rows, (big.width - 2 * scale) / n_cols
     for r, t in enumerate(rows): draw.text((4, top + 2 * scale + r * ch + ch / 2 - 7), t, fill="black", font=font)
     for c, t in enumerate(columns):
+        while len(t) > 1 and font.getlength(t) > cw - 2: t = t[:-2] + "…"      # a caption never runs into the next
         draw.text((left + 2 * scale + c * cw + (cw - font.getbbox(t)[2]) / 2, 2), t, fill="black", font=font)
     return out
 

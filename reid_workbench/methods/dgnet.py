@@ -537,7 +537,7 @@ register_method(MethodInfo("dgnet", DGNetConfig, DGNet, summary="appearance / st
                                dis="discriminator's real / fake loss",
                                r1='R1 gradient penalty on real images',
                                teacher_id="the teacher's identity cross-entropy (teacher stage)"),
-                           sample_columns=('a', 'b', "G(a's appearance, a's structure)", "G(a's appearance, b's structure)"),
+                           sample_columns=('a', 'b', 'a rebuilt', 'swap'),
                            smoke=dict(size=(64, 32), structure_channels=16, structure_res_blocks=1, mlp_hidden=32,
                                       dis_dim=8, dis_layers=2, feature_dim=64, teacher_epochs=0, teacher_overrides={},
                                       epochs=2, warmup_iters=1, ramp_iters=1, batch_size=4),
