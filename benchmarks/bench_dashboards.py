@@ -5,24 +5,31 @@ CPU. Prints the median and p90 of ~20 updates per dashboard and action, for Stri
 tiny IS-GAN when installed) trained for one step (the weights do not change the cost), and a tiny baseline for the
 retrieval browser. The interpolation strip is computed in a background thread; its time is printed separately.
 
-Usage: python benchmarks/bench_dashboards.py [--threads 2] [--updates 20] [--methods dgnet,isgan]
+Updates run as the dashboards run them: one torch thread each (`interactive_threads`; $REID_WORKBENCH_DASHBOARD_THREADS
+overrides it). `--notebook` leaves OMP_WAIT_POLICY unset, as a Jupyter kernel does (the app sets it to PASSIVE);
+`--load N` keeps N other processes spinning on the CPU meanwhile, as on a busy machine.
+
+Usage: python benchmarks/bench_dashboards.py [--threads 2] [--updates 20] [--methods dgnet,isgan,pt] [--notebook] [--load 1]
 """
 import argparse
-import importlib.util
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import sys
+if "--notebook" not in sys.argv: os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import multiprocessing  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from reid_workbench.codes import StripeColourToy  # noqa: E402
 from reid_workbench.dashboards import (CodeBank, ImageBank, InterpolationDashboard, MonitorDashboard,  # noqa: E402
-                                       PartShuffleDashboard, RetrievalDashboard, SwapDashboard, input_size_of)
+                                       PartShuffleDashboard, PoseTransferDashboard, RetrievalDashboard, SwapDashboard,
+                                       input_size_of)
+from reid_workbench.registry import available_methods, method_info  # noqa: E402
 from reid_workbench.data.synth import SynthConfig, write_synthreid  # noqa: E402
 from reid_workbench.runs import train_run  # noqa: E402
 from reid_workbench.registry import info_of, load_trained  # noqa: E402
@@ -87,6 +94,15 @@ def bench_generative(name: str, model, root: Path, n: int):
     ROWS.append(dict(dashboard="  ... the strip itself (background thread)", model=name, n=len(strip),
                      median_ms=statistics.median(strip), p90_ms=float(np.percentile(strip, 90)), max_ms=max(strip)))
 
+    if codes.codes.structure_kind == "keypoints":
+        pose = PoseTransferDashboard(codes, palette_data=root)
+        pose.source.value = "pose palette"
+        timed("pose transfer: pick a palette pose", name, [(lambda k=k: pose.palette_buttons[k % 8].click()) for k in range(n + 1)])
+        pose.source.value = "from image"
+        timed("pose transfer: pick a target image", name, [setter(pose.pose_picker.index, (5 * k + 3) % m) for k in range(n + 1)])
+        pose.wait()
+        assert pose.ok, pose.error_message
+    if codes.num_parts < 2: return
     shuffle = PartShuffleDashboard(codes)
     p = len(shuffle.part_toggles)
     acts = [(lambda t=shuffle.part_toggles[k % p]: setattr(t, "value", not t.value)) for k in range(n + 1)]
@@ -104,8 +120,8 @@ def bench_retrieval(name: str, model, root: Path, n: int):
     nq = len(dash.session.q_pids)
     timed("retrieval: pick a query", name, [setter(dash.query, (7 * k + 1) % nq) for k in range(n + 1)])
     timed("retrieval: toggle re-ranking", name, [setter(dash.rerank, k % 2 == 0) for k in range(1, n + 2)], warmup=3)
-    timed("retrieval: toggle the distance", name,
-          [setter(dash.metric, "cosine" if k % 2 else "euclidean") for k in range(n + 1)], warmup=3)
+    timed("retrieval: click a row of the query table", name,
+          [(lambda k=k: dash.row_buttons[k % len(dash.row_buttons)].click()) for k in range(n + 1)])
     timed("retrieval: sort by AP", name,
           [setter(dash.sort_by, ("ap_asc", "ap_desc", "index")[k % 3]) for k in range(n + 1)])
     assert dash.ok, dash.error_message
@@ -134,23 +150,35 @@ def bench_monitor(work: Path, n: int, rows: int = 1000):
     assert mon.ok, mon.error_message
 
 
+def _spin():
+    while True: pass
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--updates", type=int, default=20)
-    ap.add_argument("--methods", default="dgnet,isgan", help="generative methods to train for one step and time")
+    ap.add_argument("--methods", default="dgnet,isgan,pt", help="generative methods to train for one step and time")
+    ap.add_argument("--notebook", action="store_true", help="leave OMP_WAIT_POLICY unset, as a Jupyter kernel does")
+    ap.add_argument("--load", type=int, default=0, help="processes kept spinning on the CPU meanwhile")
     args = ap.parse_args()
+    spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.load)]
+    for p in spinners: p.start()
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench_dashboards_"))
     root, _ = write_synthreid(work / "synth", SynthConfig.tiny(ids=16), progress=False)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, SynthReID tiny (16 ids) in {work}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads outside updates, updates with "
+          f"{os.environ.get('REID_WORKBENCH_DASHBOARD_THREADS') or 1}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+          f"{args.load} spinning process(es), SynthReID tiny (16 ids) in {work}")
     bench_generative("StripeColourToy", StripeColourToy(), root, args.updates)
     for method in [m for m in args.methods.split(",") if m]:
-        if importlib.util.find_spec(f"reid_workbench.methods.{method}") is None:
+        if method not in available_methods():
             print(f"{method}: not installed, skipped")
             continue
         run = work / method
-        train_run(method, root, run, epochs=1, device="cpu", progress=False,
+        epochs = {} if method in ("fdgan", "pt", "ptgan") else dict(epochs=1)   # these train in stages: their smoke settings
+        overrides = None if epochs else method_info(method).smoke | (dict(guider="none", epochs_reid=0) if method == "pt" else {})
+        train_run(method, root, run, device="cpu", progress=False, config_overrides=overrides, **epochs,
                   trainer_overrides=dict(max_steps_per_epoch=1, log_every=1))
         model = load_trained(run)
         bench_generative(method, model, root, args.updates)

@@ -95,6 +95,7 @@ def _dataset_of(info: dict) -> tuple[dict | None, str | None]:
     if isinstance(fingerprint, dict): fingerprint = {k: v for k, v in fingerprint.items() if k != "root"}
     return (fingerprint or None), data.get("root")
 
+# %% ../nbs/62_compare.ipynb #4411cb0c
 def _same_dataset(a: dict, b: dict) -> bool:
     (fa, ra), (fb, rb) = _dataset_of(a), _dataset_of(b)
     if fa is not None and fb is not None: return fa == fb
@@ -132,6 +133,7 @@ def _fresh(path: Path, *runs) -> bool:
 def _same_path(a, b) -> bool:
     return a is not None and b is not None and os.path.abspath(a) == os.path.abspath(b)
 
+# %% ../nbs/62_compare.ipynb #c2ba1937
 def saved_evaluation(run, dataset, rerank: bool, flip: bool) -> dict | None:
     """The run's recorded evaluation when it is what `evaluate_run(run, dataset, rerank=rerank)` gives now: the plain
     evaluation (Euclidean, `flip`, no re-scoring) on a split of `dataset`'s size, newer than the last checkpoint."""
@@ -146,6 +148,7 @@ def saved_evaluation(run, dataset, rerank: bool, flip: bool) -> dict | None:
 
 _RECORDED_AS = {"body": "gt_body"}            # eval_codes options recorded under another name
 
+# %% ../nbs/62_compare.ipynb #939af203
 def _same_reid_run(saved: dict, run, reid_run) -> bool:
     "The recorded re-ID run is `reid_run`: the same folder, or the same place relative to the run (a copied folder)."
     recorded = saved.get("reid_run")
@@ -208,6 +211,7 @@ def _run_row(run: Path, info: dict, dataset, root: Path, rerank: bool, codes: bo
                 for label, key in GENERATION_COLUMNS.items()}
     return row | paper_columns(method), done
 
+# %% ../nbs/62_compare.ipynb #820a5ad3
 def _columns(rows: list[dict], rerank: bool, codes: bool) -> list[str]:
     "The table's columns in order: facts, re-ID (and re-ranked), training seconds, generation, the papers'."
     cols = [*FACT_COLUMNS, *REID_COLUMNS, *(f"{c}{RERANKED}" for c in REID_COLUMNS if rerank), "train s",
@@ -290,6 +294,7 @@ GROUP_CAPTIONS = {
                   "against x. swap pairs: how many swaps were measured.",
 }
 
+# %% ../nbs/62_compare.ipynb #496cf520
 def _missing(v) -> bool: return v is None or (isinstance(v, float) and math.isnan(v))
 
 def _number(column: str, v) -> str:
@@ -305,6 +310,7 @@ def _cell(row: dict, column: str) -> str:
     sd = row.get(f"{column} sd")
     return _number(column, v) + ("" if _missing(sd) else f" ± {_number(column, sd)}")
 
+# %% ../nbs/62_compare.ipynb #17d732ba
 def table_groups(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     "(title, table of text cells) per column group that has a value; the method columns lead each."
     lead = [c for c in ("method", "runs", "seeds", "seed") if c in table.columns]
@@ -318,6 +324,7 @@ def table_groups(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         out.append((title, body))
     return out
 
+# %% ../nbs/62_compare.ipynb #e245ec44
 def _paper_sources(table: pd.DataFrame) -> list[str]:
     if "paper source" not in table.columns: return []
     return [f"{m}: {s}" for m, s in dict(zip(table["method"], table["paper source"])).items() if not _missing(s)]
@@ -338,6 +345,7 @@ def to_markdown(table: pd.DataFrame, captions: bool = True) -> str:
     if sources: parts += ["Where the papers' numbers come from (percent in the paper, fractions here):", "", *(f"- {s}" for s in sources), ""]
     return "\n".join(parts).rstrip() + "\n"
 
+# %% ../nbs/62_compare.ipynb #cdda1af0
 def to_html(table: pd.DataFrame) -> str:
     "The table as titled HTML tables with captions (the quickstart report's style), for a report page."
     parts = [f"<h3>{title}</h3>" + _html_table(body, GROUP_CAPTIONS[title]) for title, body in table_groups(table)]

@@ -18,26 +18,10 @@ import pytest
 
 import toy_methods  # noqa: F401  (registers toy_stripes; the app's processes import it from the run's config)
 from reid_workbench.cli import main
-from reid_workbench.data.synth import SynthConfig, write_synthreid
 
 TESTS = Path(__file__).resolve().parent
 MARK = "REID_APP_LIFECYCLE_TEST"
 pytestmark = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the app's processes in /proc")
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    root, _ = write_synthreid(tmp_path_factory.mktemp("lifecycle") / "synth", SynthConfig.tiny(ids=8), progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def toy_run(synth, tmp_path_factory):
-    "A finished toy_stripes run (seconds to train)."
-    from reid_workbench.runs import train_run
-    run = tmp_path_factory.mktemp("lifecycle_run") / "run"
-    train_run("toy_stripes", synth, run, device="cpu", progress=False)
-    return run
 
 
 def marked(token: str) -> dict[int, str]:

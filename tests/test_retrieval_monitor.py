@@ -20,27 +20,11 @@ from reid_workbench.dashboards import ALL, MonitorDashboard, OpenRun, RetrievalD
 from reid_workbench.dashboards.monitor import captioned_grid, grid_shape
 from reid_workbench.dashboards.core import PAD_COLOUR, letterbox
 from reid_workbench.dashboards.retrieval import QUERY_COLOUR
-from reid_workbench.data.synth import SynthConfig, write_synthreid
 from reid_workbench.metrics import protocol_junk
-from reid_workbench.runs import train_run
 from reid_workbench.viz import to_pil
 
 
 QUERY_BORDER = tuple(int(QUERY_COLOUR[k:k + 2], 16) for k in (1, 3, 5))
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    root, _ = write_synthreid(tmp_path_factory.mktemp("rm_synth") / "synth", SynthConfig.tiny(ids=8), progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def toy_run(synth, tmp_path_factory):
-    "A finished toy_stripes run: config.json, checkpoints/last.pt, losses.csv, samples/train_e*.png."
-    run = tmp_path_factory.mktemp("rm_run") / "run"
-    train_run("toy_stripes", synth, run, device="cpu", progress=False)
-    return run
 
 
 def _open_counting(run_dir):

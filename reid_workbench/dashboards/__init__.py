@@ -4,7 +4,7 @@
 
 # %% ../../nbs/58_dashboards.ipynb #9e72a843
 from __future__ import annotations
-import hashlib, html, json, os, shutil, tempfile, time
+import dataclasses, hashlib, html, json, os, shutil, tempfile, time
 from datetime import datetime
 from pathlib import Path
 import ipywidgets as W
@@ -22,7 +22,7 @@ from .monitor import *
 from ..data.synth import SynthConfig, write_synthreid
 from ..codes_metrics import swap_verdict
 from ..compare import preset_changes
-from ..registry import available_methods, method_config
+from ..registry import available_methods, method_config, method_info
 from ..training import run_info
 
 # %% auto #0
@@ -166,8 +166,12 @@ def _demo_data(cache: Path, ids: int, seed: int) -> Path:
         except FileExistsError: pass                           # another process wrote it meanwhile
     return data
 
+def _epochs(method: str, epochs: int) -> dict:
+    "{'epochs': epochs} for a method whose config counts epochs; {} for one trained in stages of their own lengths."
+    return {"epochs": epochs} if "epochs" in {f.name for f in dataclasses.fields(method_info(method).config)} else {}
+
 def _demo_run_name(method: str, epochs: int, max_steps_per_epoch: int | None, ids: int, seed: int) -> str:
-    preset = json.dumps(method_config(method, "tiny", epochs=epochs).to_dict(), sort_keys=True, default=str)
+    preset = json.dumps(method_config(method, "tiny", **_epochs(method, epochs)).to_dict(), sort_keys=True, default=str)
     return (f"{method}_e{epochs}_s{max_steps_per_epoch or 'all'}_ids{ids}_seed{seed}_"
             f"{hashlib.sha1(preset.encode()).hexdigest()[:8]}")
 
@@ -175,8 +179,9 @@ def _demo_run_name(method: str, epochs: int, max_steps_per_epoch: int | None, id
 def demo_run(method: str = "dgnet", epochs: int | None = None, max_steps_per_epoch: int | None = None, ids: int = 16,
              seed: int = 0, cache=None, device: str = "cpu") -> tuple[Path, Path]:
     """(run_dir, data_root): a tiny `method` run on a tiny SynthReID (`ids` identities) from the cache, trained first
-    when missing, with a progress bar: `epochs` (default 6) of at most `max_steps_per_epoch` steps (default: whole
-    epochs); under IN_TEST 3 epochs of one step, kept apart from the demo runs, silently."""
+    when missing, with a progress bar: `epochs` (default 6; a method trained in stages keeps its tiny preset's) of at
+    most `max_steps_per_epoch` steps (default: whole epochs); under IN_TEST 3 epochs of one step, kept apart from the
+    demo runs, silently."""
     from reid_workbench.runs import train_run
     in_test = IN_TEST or bool(os.environ.get("IN_TEST"))
     epochs, max_steps_per_epoch = epochs or (3 if in_test else 6), max_steps_per_epoch or (1 if in_test else None)
@@ -189,7 +194,7 @@ def demo_run(method: str = "dgnet", epochs: int | None = None, max_steps_per_epo
                               f"on a CPU; kept in {run})", flush=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{run.name}.tmp-", dir=cache))
         try:
-            train_run(method, data, tmp, epochs=epochs, device=device, seed=seed, progress=not in_test,
+            train_run(method, data, tmp, **_epochs(method, epochs), device=device, seed=seed, progress=not in_test,
                       trainer_overrides=dict(max_steps_per_epoch=max_steps_per_epoch, log_every=1))
             if run.exists() and not (run / "checkpoints" / "last.pt").is_file(): shutil.rmtree(run, ignore_errors=True)
             try: os.replace(tmp, run)
