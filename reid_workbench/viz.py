@@ -152,7 +152,8 @@ def captioned_image(image: Image.Image, caption: str, min_width: int = 320, font
     scale = max(1, math.ceil(min_width / image.width))
     big = image.convert("RGB").resize((image.width * scale, image.height * scale), Image.NEAREST)
     font, line_height = _font(font_size), font_size + 4
-    for glyph, word in (("✓", "(yes)"), ("✗", "(no)")): caption = caption.replace(glyph, word)   # not in the font
+    for glyph, word in (("✓", "(yes)"), ("✗", "(no)"), ("—", "-"), ("→", "->"), ("…", "...")):
+        caption = caption.replace(glyph, word)                                # glyphs the default font lacks
     lines = _wrap(caption, font, big.width - 8)
     out = Image.new("RGB", (big.width, big.height + line_height * len(lines) + 6), "white")
     draw = ImageDraw.Draw(out)
