@@ -4,7 +4,7 @@
 
 # %% ../../nbs/52_dashboards.core.ipynb #ef639351
 from __future__ import annotations
-import atexit, html, importlib, importlib.util, io, json, math, os, pkgutil, re, threading, time
+import atexit, html, importlib, importlib.util, io, json, math, os, pkgutil, re, tempfile, threading, time
 from dataclasses import dataclass
 from contextlib import contextmanager
 from datetime import datetime
@@ -25,7 +25,7 @@ from ..codes_metrics import encode_images, keypoints_at, mask_to_size, swap_grou
 from ..core import atomic_write_bytes, convert_range
 from ..data.datasets import ReIDDataset, load_dataset
 from ..data.loaders import load_image
-from ..data.pose import draw_skeleton
+from ..data.pose import draw_skeleton, read_keypoints_csv
 from ..data.synth import load_factors, synthreid_info
 from ..registry import info_of, load_trained
 from ..training import run_data_root
@@ -36,9 +36,10 @@ import torchvision.transforms.v2.functional as TF   # after reid_workbench: it m
 __all__ = ['PIXELATED', 'STYLE', 'PART_COLOURS', 'PAD_COLOUR', 'UPLOAD_PID', 'ALL', 'png_bytes', 'png_array', 'image_widget',
            'style_widget', 'captioned', 'part_colour', 'outline_regions', 'model_image', 'input_size_of', 'ImageBank',
            'need_disentangler', 'model_device', 'CodeBank', 'letterbox_geometry', 'letterbox', 'letterbox_pose',
-           'read_upload', 'upload_pose', 'code_bank', 'ImagePicker', 'plotly_bundle', 'show_figure', 'error_text',
-           'error_html', 'Dashboard', 'interactive_threads', 'download_link', 'verdict_html', 'LatestJob',
-           'ErrorDashboard', 'OpenRun', 'build_for_run', 'DashboardEntry', 'register_dashboard', 'dashboards_for']
+           'read_upload', 'take_upload', 'upload_pose', 'code_bank', 'ImagePicker', 'plotly_bundle', 'show_figure',
+           'error_text', 'error_html', 'Dashboard', 'interactive_threads', 'download_link', 'verdict_html', 'LatestJob',
+           'BankUpload', 'ErrorDashboard', 'OpenRun', 'build_for_run', 'DashboardEntry', 'register_dashboard',
+           'dashboards_for']
 
 # %% ../../nbs/52_dashboards.core.ipynb #396b449f
 def png_bytes(image: Image.Image) -> bytes:
@@ -317,6 +318,13 @@ def read_upload(name: str, content) -> Image.Image:
     except Exception as e:
         raise ValueError(f"upload {name!r}: not an image this dashboard can read ({type(e).__name__}: "
                          f"{str(e) or 'unknown format'}); upload a JPEG or PNG person crop") from None
+
+def take_upload(widget: W.FileUpload, use: Callable[[str, bytes], object]):
+    "Pass the last file of an upload widget to use(name, content); empty the widget so the same file can come again."
+    if not widget.value: return
+    f = widget.value[-1]
+    try: use(f.get("name", "upload"), f.get("content", b""))
+    finally: widget.value = ()
 
 def _estimated_pose(image: Image.Image) -> np.ndarray | None:
     "The optional MediaPipe estimator's pose of `image`, None when mediapipe is not installed."
@@ -736,6 +744,42 @@ def wait(self: LatestJob, timeout: float = 60.0) -> bool:
     "Block until the latest request is shown (True) or `timeout` seconds passed."
     if self.thread is not None: self.thread.join(timeout)
     return self.shown == self.wanted
+
+# %% ../../nbs/52_dashboards.core.ipynb #bup00002
+class BankUpload:
+    "Upload images into `codes` (and a keypoints CSV for a pose model); each is selected in the picker chosen for it."
+    def __init__(self, dashboard: Dashboard, codes: CodeBank, pickers: dict[str, ImagePicker], label: str = "upload a person",
+                 on_loaded: Callable[[str, int], None] | None = None):
+        self.dashboard, self.codes, self.pickers, self.poses, self.on_loaded = dashboard, codes, pickers, {}, on_loaded
+        auto = W.Layout(width="auto")
+        self.upload = W.FileUpload(accept="image/*", multiple=False, description=label, layout=auto)
+        self.role = W.ToggleButtons(options=list(pickers), value=next(iter(pickers)), style={"button_width": "150px"})
+        self.pose_upload = W.FileUpload(accept=".csv", multiple=False, description="keypoints CSV", layout=auto,
+                                        tooltip="a keypoints CSV (data.pose.write_keypoints_csv) with a row named like the image")
+        if codes.codes.structure_kind != "keypoints": self.pose_upload.layout.display = "none"
+        self.error = dashboard.error_spot()
+        self.upload.observe(lambda _: dashboard._at(self.error, take_upload, self.upload, self.load), "value")
+        self.pose_upload.observe(lambda _: dashboard._at(self.error, take_upload, self.pose_upload, self.load_poses), "value")
+        self.widget = W.VBox([W.HBox([self.upload, self.role, self.pose_upload]), self.error])
+
+# %% ../../nbs/52_dashboards.core.ipynb #bup00003
+@patch
+def load(self: BankUpload, name: str, content, role: str | None = None) -> int:
+    "Add the uploaded image to the code bank and select it in the picker of `role` (default: the chosen one); its index."
+    role, i = role or self.role.value, self.codes.add(read_upload(name, content), name, self.poses)
+    for picker in self.pickers.values(): picker.refresh()
+    if self.on_loaded: self.on_loaded(role, i)           # e.g. show the view the picker belongs to
+    self.pickers[role].value = i
+    return i
+
+@patch
+def load_poses(self: BankUpload, name: str, content):
+    "Keep the poses of an uploaded keypoints CSV for the images uploaded next."
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "upload.csv"
+        path.write_bytes(bytes(content))
+        try: self.poses = read_keypoints_csv(path)
+        except ValueError as e: raise ValueError(f"upload {name!r}: {str(e).replace(str(path), 'the file')}") from None
 
 # %% ../../nbs/52_dashboards.core.ipynb #adc937ba
 class ErrorDashboard(Dashboard):

@@ -17,7 +17,7 @@ from fastcore.basics import patch
 from ..codes import Codes, interpolate_keypoints, is_disentangler
 from ..data.datasets import ReIDDataset, load_dataset
 from ..data.pose import COCO18_NAMES, NUM_KEYPOINTS, PoseClusters, draw_skeleton
-from .core import (CodeBank, Dashboard, ImagePicker, LatestJob, OpenRun, captioned,
+from .core import (BankUpload, CodeBank, Dashboard, ImagePicker, LatestJob, OpenRun, captioned,
                                             code_bank, image_widget, png_bytes, register_dashboard, verdict_html)
 from .swap import score_line, swap_scores
 from ..methods.common import split_keypoints
@@ -226,7 +226,11 @@ def _wire(self: PoseTransferDashboard):
     self.joint.observe(self._callback(self._show_joint), "value")
     for w in (self.joint_x, self.joint_y, self.joint_visible): w.observe(self._callback(self._joint_edited), "value")
     self.reset_pose.on_click(self._callback(self.reset_edit))
-    self.widget = W.VBox([W.HTML("<h3>Pose transfer</h3>"), self.verdict, self.person_picker.widget, self.source,
+    target = "as the target pose"
+    self.uploads = BankUpload(self, self.codes, {"as the person": self.person_picker, target: self.pose_picker},
+                              on_loaded=lambda role, i: setattr(self.source, "value", SOURCES[0]) if role == target else None)
+    self.widget = W.VBox([W.HTML("<h3>Pose transfer</h3>"), self.verdict, self.person_picker.widget, self.uploads.widget,
+                          self.source,
                           self.pose_picker.widget, self.palette_box, self.edit_box, self.error, self.single_view,
                           self.scores, self.truth_note, self.save_view, W.HBox([self.walk_mode, self.walk_steps]),
                           self.walk_status, self.walk_image, self.save_walk])

@@ -19,7 +19,8 @@ from fastcore.basics import patch
 from ..codes import is_disentangler, swap
 from ..core import CheckpointError, load_checkpoint, save_checkpoint
 from .core import (Dashboard, error_text, image_widget, input_size_of, letterbox, model_device,
-                                            model_image, need_disentangler, png_bytes, read_upload, register_dashboard)
+                                            model_image, need_disentangler, png_bytes, read_upload, register_dashboard,
+                                            take_upload)
 from ..data.datasets import ReIDDataset, load_dataset
 from ..data.loaders import LoaderConfig, build_test_loaders, load_image
 from ..methods.common import state_digest
@@ -515,12 +516,7 @@ def load_upload(self: RetrievalDashboard, name: str, content: bytes):
 
 # %% ../../nbs/56_dashboards.retrieval.ipynb #b73717f5
 @patch
-def _on_upload(self: RetrievalDashboard):
-    files = self.upload.value
-    if not files: return
-    f = files[-1]
-    try: self.load_upload(f.get("name", "upload"), f.get("content", b""))
-    finally: self.upload.value = ()               # the same file can be uploaded again
+def _on_upload(self: RetrievalDashboard): take_upload(self.upload, self.load_upload)
 
 @patch
 def clear_upload(self: RetrievalDashboard):

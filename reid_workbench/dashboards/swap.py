@@ -4,8 +4,7 @@
 
 # %% ../../nbs/53_dashboards.swap.ipynb #a50833e4
 from __future__ import annotations
-import html, io, re, tempfile
-from pathlib import Path
+import html, io, re
 import ipywidgets as W
 from PIL import Image
 from fastcore.basics import patch
@@ -13,8 +12,7 @@ from fastcore.basics import patch
 from ..codes import is_disentangler, swap
 from ..codes_metrics import appearance_effect, swap_fidelity
 from .core import (CodeBank, Dashboard, ImagePicker, OpenRun, captioned, code_bank,
-                                            image_widget, png_bytes, read_upload, register_dashboard, verdict_html)
-from ..data.pose import read_keypoints_csv
+                                            image_widget, png_bytes, register_dashboard, verdict_html, BankUpload)
 from ..viz import image_grid
 import torchvision.transforms.v2.functional as TF   # after reid_workbench: it makes torchvision's ops importable
 
@@ -119,42 +117,14 @@ def _grid_view(self: SwapDashboard):
 @patch
 def _upload_controls(self: SwapDashboard):
     "Upload a person (and, for a pose model, a keypoints CSV) as the appearance or the structure donor."
-    auto = W.Layout(width="auto")
-    self.upload = W.FileUpload(accept="image/*", multiple=False, description="upload a person", layout=auto)
-    self.upload_role = W.ToggleButtons(options=[("as appearance donor", "appearance"), ("as structure donor", "structure")],
-                                       value="appearance", style={"button_width": "150px"})
-    self.pose_upload = W.FileUpload(accept=".csv", multiple=False, description="keypoints CSV", layout=auto,
-                                    tooltip="a keypoints CSV (data.pose.write_keypoints_csv) with a row named like the image")
-    if self.bank.keypoints is None: self.pose_upload.layout.display = "none"
-    self.upload_error = self.error_spot()
-    self.upload_poses: dict = {}
-    self.upload_box = W.VBox([W.HBox([self.upload, self.upload_role, self.pose_upload]), self.upload_error])
+    self.uploads = BankUpload(self, self.codes, {"as appearance donor": self.appearance_picker,
+                                                 "as structure donor": self.structure_picker})
+    self.upload, self.upload_error, self.upload_box = self.uploads.upload, self.uploads.error, self.uploads.widget
 
-# %% ../../nbs/53_dashboards.swap.ipynb #upl00002
 @patch
 def load_upload(self: SwapDashboard, name: str, content, role: str | None = None) -> int:
     "Add the uploaded image to the bank and select it as the `role` ('appearance' / 'structure') donor; its index."
-    role = role or self.upload_role.value
-    i = self.codes.add(read_upload(name, content), name, self.upload_poses)
-    for picker in (self.appearance_picker, self.structure_picker): picker.refresh()
-    (self.appearance_picker if role == "appearance" else self.structure_picker).value = i
-    return i
-
-@patch
-def load_pose_file(self: SwapDashboard, name: str, content):
-    "Keep the poses of an uploaded keypoints CSV for the images uploaded next."
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "upload.csv"
-        path.write_bytes(bytes(content))
-        try: self.upload_poses = read_keypoints_csv(path)
-        except ValueError as e: raise ValueError(f"upload {name!r}: {str(e).replace(str(path), 'the file')}") from None
-
-def _uploaded(widget: W.FileUpload, use):
-    "Pass the last file of an upload widget to use(name, content); empty the widget so the file can come again."
-    if not widget.value: return
-    f = widget.value[-1]
-    try: use(f.get("name", "upload"), f.get("content", b""))
-    finally: widget.value = ()
+    return self.uploads.load(name, content, None if role is None else f"as {role} donor")
 
 # %% ../../nbs/53_dashboards.swap.ipynb #7e27a4ee
 @patch
@@ -165,8 +135,6 @@ def _wire(self: SwapDashboard):
     for w in (self.mode, self.grid_rows, self.grid_cols): w.observe(update, "value")
     self.appearance_picker.on_change(update)
     self.structure_picker.on_change(update)
-    self.upload.observe(lambda _: self._at(self.upload_error, _uploaded, self.upload, self.load_upload), "value")
-    self.pose_upload.observe(lambda _: self._at(self.upload_error, _uploaded, self.pose_upload, self.load_pose_file), "value")
     self.widget = W.VBox([W.HTML("<h3>Code swap</h3>"), self.verdict, self.appearance_picker.widget,
                           self.structure_picker.widget, self.upload_box, self.mode, self.error, self.single_view,
                           self.grid_view])
