@@ -553,6 +553,11 @@ class Dashboard:
         self.results: list[W.Widget] = []         # views an update fills: blanked when it fails, never left stale
 
     @property
+    def run_name(self) -> str:
+        "The run's folder name (figure captions start with it); 'model' for a dashboard of a bare model."
+        return self.run_dir.name if self.run_dir is not None else "model"
+
+    @property
     def figures_dir(self) -> Path:
         "Where saved figures go: the run's `figures/` folder, else `./figures`."
         return (self.run_dir if self.run_dir is not None else Path.cwd()) / "figures"

@@ -175,14 +175,12 @@ def _compute_strip(self: InterpolationDashboard, key, ca: Codes, cb: Codes, ends
     return show
 
 # %% ../../nbs/54_dashboards.interpolation.ipynb #fig00001
-def _name(self: Dashboard) -> str: return self.run_dir.name if self.run_dir else "model"
-
 @patch
 def _single_figure(self: InterpolationDashboard) -> tuple[Image.Image, str]:
     "a, the sliders' image and b as one image, and its caption (what the save button writes)."
     a, b = self.a_picker.value, self.b_picker.value
     picture = image_grid([self.bank.pil(a), self.generated, self.bank.pil(b)], 1, 3, pad=3, col_labels=["a", "generated", "b"])
-    return picture, (f"{_name(self)} · interpolation of {self.bank.label(a)} and {self.bank.label(b)}: t appearance "
+    return picture, (f"{self.run_name} · interpolation of {self.bank.label(a)} and {self.bank.label(b)}: t appearance "
                      f"{self.t_appearance.value:.2f}, t structure {self.t_structure.value:.2f}. {self.distance_label.value}")
 
 @patch
@@ -190,7 +188,7 @@ def _strip_figure(self: InterpolationDashboard) -> tuple[Image.Image, str]:
     if not self.strip_image.value: raise ValueError("no strip to save yet: it is still being computed")
     a, b = self.a_picker.value, self.b_picker.value
     return (Image.open(io.BytesIO(self.strip_image.value)),
-            f"{_name(self)} · interpolation strip from {self.bank.label(a)} to {self.bank.label(b)} "
+            f"{self.run_name} · interpolation strip from {self.bank.label(a)} to {self.bank.label(b)} "
             f"({self.strip_mode.value} codes move)")
 
 # %% ../../nbs/54_dashboards.interpolation.ipynb #86f98cb0

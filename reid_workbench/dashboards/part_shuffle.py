@@ -109,7 +109,7 @@ def _figure(self: PartShuffleDashboard) -> tuple[Image.Image, str]:
              outline_regions(self.bank.pil(b), self.regions, parts, scale=1, width=1), self.reconstruction, self.generated]
     picture = image_grid(cells, 1, 4, pad=3, col_labels=["a", "b", "a rebuilt", "a + parts of b"])
     which = ", ".join(str(k) for k in parts) or "none"
-    return picture, (f"{self.run_dir.name if self.run_dir else 'model'} · part shuffle: {self.bank.label(a)} with "
+    return picture, (f"{self.run_name} · part shuffle: {self.bank.label(a)} with "
                      f"part(s) {which} of {self.bank.label(b)}")
 
 # %% ../../nbs/55_dashboards.part_shuffle.ipynb #e00a4ddd

@@ -355,9 +355,6 @@ def walk_ms(self: PoseTransferDashboard) -> list[float]: return self.walk_job.ms
 
 # %% ../../nbs/55a_dashboards.pose_transfer.ipynb #4188ac01
 @patch
-def _run_name(self: PoseTransferDashboard) -> str: return self.run_dir.name if self.run_dir else self.codes.info.name
-
-@patch
 def target_label(self: PoseTransferDashboard) -> str:
     "Where the target pose comes from, in words."
     if self.source.value == "from image": return f"the pose of {self.bank.label(self.pose_picker.value)}"
@@ -376,7 +373,7 @@ def view_figure(self: PoseTransferDashboard) -> Image.Image:
 # %% ../../nbs/55a_dashboards.pose_transfer.ipynb #a2328bf9
 @patch
 def view_caption(self: PoseTransferDashboard) -> str:
-    head = f"{self._run_name()} · pose transfer: {self.bank.label(self.person_picker.value)} in {self.target_label()}"
+    head = f"{self.run_name} · pose transfer: {self.bank.label(self.person_picker.value)} in {self.target_label()}"
     return "\n".join([head, self.scores.value or self.truth_reason])
 
 @patch
@@ -389,7 +386,7 @@ def walk_figure(self: PoseTransferDashboard) -> Image.Image:
 def walk_caption(self: PoseTransferDashboard) -> str:
     how = (f"through the palette ({self.palette_source})" if self.walk_mode.value == "palette" else
            f"from its own pose to {self.target_label()} in {self.walk_steps.value} steps")
-    return f"{self._run_name()} · pose walk: {self.bank.label(self.person_picker.value)} {how}"
+    return f"{self.run_name} · pose walk: {self.bank.label(self.person_picker.value)} {how}"
 
 # %% ../../nbs/55a_dashboards.pose_transfer.ipynb #4578f3cc
 register_dashboard(PoseTransferDashboard, applies_to=has_keypoint_structure, order=35)

@@ -174,7 +174,7 @@ def _single_figure(self: SwapDashboard) -> tuple[Image.Image, str]:
     a, b = self.appearance_picker.value, self.structure_picker.value
     cells = [self.bank.pil(a), self.codes.structure_thumbnail(b), self.generated] + ([self.truth] if self.truth else [])
     labels = ["appearance a", "structure b", "generated", "ground truth"][:len(cells)]
-    caption = (f"{self.run_dir.name if self.run_dir else 'model'} · swap: appearance of {self.bank.label(a)}, "
+    caption = (f"{self.run_name} · swap: appearance of {self.bank.label(a)}, "
                f"structure of {self.bank.label(b)}")
     scores = html.unescape(re.sub("<[^>]+>", "", self.scores.value))
     return image_grid(cells, 1, len(cells), pad=3, col_labels=labels), caption + (f"\n{scores}" if scores else "")
@@ -184,7 +184,7 @@ def _grid_figure(self: SwapDashboard) -> tuple[Image.Image, str]:
     rows = ", ".join(self.bank.label(a) for a in self.grid_appearance)
     cols = ", ".join(self.bank.label(b) for b in self.grid_structure)
     return (Image.open(io.BytesIO(self.grid_image.value)),
-            f"{self.run_dir.name if self.run_dir else 'model'} · swap grid: rows = appearance of {rows}; "
+            f"{self.run_name} · swap grid: rows = appearance of {rows}; "
             f"columns = structure of {cols}")
 
 # %% ../../nbs/53_dashboards.swap.ipynb #a6d26025
