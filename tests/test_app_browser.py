@@ -58,15 +58,19 @@ def _images(page) -> str:
     return page.evaluate("() => Array.from(document.images).filter(i => i.offsetParent).map(i => i.src).join('|')")
 
 
-def _changes_images(page, act, timeout: float = 30):
-    "Run `act()` and wait until a visible image changed; fails when none did."
-    before = _images(page)
+def _plots(page) -> str:
+    return page.evaluate("() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(p => p.innerHTML).join('|')")
+
+
+def _changes_images(page, act, timeout: float = 30, what=_images):
+    "Run `act()` and wait until what it shows (visible images, or the plots) changed; fails when nothing did."
+    before = what(page)
     act()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _images(page) != before: return
+        if what(page) != before: return
         time.sleep(0.2)
-    raise AssertionError("the interaction changed no image")
+    raise AssertionError("the interaction changed nothing on the page")
 
 
 def _saves(page, label: str = "save PNG"):
@@ -78,7 +82,9 @@ def _saves(page, label: str = "save PNG"):
 def _use(page, tab: str):
     "One real interaction with the dashboard on show."
     visible = lambda text: page.locator("button:visible", has_text=text)
-    if tab == "retrieval":
+    if tab == "monitor":                                                      # the log-scale toggle redraws the curves
+        _changes_images(page, lambda: page.get_by_text("log scale").first.click(), what=_plots)
+    elif tab == "retrieval":
         _changes_images(page, lambda: page.locator(".rw-query-row:visible, button:visible", has_text="#").nth(3).click())
     elif tab == "swap":
         _changes_images(page, lambda: visible("#6").last.click())          # a structure donor
@@ -121,8 +127,9 @@ def _open_app(run: Path, tabs: tuple, shots: Path, tmp_path: Path) -> dict:
                 assert page.locator(".rw-card").count() == 1 and "preset" in page.locator(".rw-card").inner_text()
                 assert "Traceback" not in page.inner_text("body")
                 page.locator(".js-plotly-plot:visible .main-svg").first.wait_for(timeout=30_000)  # loss curves
-                page.screenshot(path=str(shots / f"app_{run.name}_monitor.png"), full_page=True)
                 assert [t.strip() for t in page.locator(".lm-TabBar-tab").all_inner_texts()] == list(tabs)
+                _use(page, "monitor")
+                page.screenshot(path=str(shots / f"app_{run.name}_monitor.png"), full_page=True)
                 for tab in tabs[1:]:
                     start = time.monotonic()
                     page.locator(".lm-TabBar-tab", has_text=tab).first.click()

@@ -18,8 +18,8 @@ from ..registry import info_of
 
 # %% auto #0
 __all__ = ['eval_mode', 'trainable', 'state_digest', 'running_stats_frozen', 'check_input_size', 'pose_estimator',
-           'estimate_keypoints', 'pose_structure', 'split_keypoints', 'pose_transfer_samples', 'JointOptimizer',
-           'weighted_sum', 'check_choice', 'check_nonnegative', 'check_unit_interval', 'check_betas',
+           'estimate_keypoints', 'pose_structure', 'split_keypoints', 'sample_pairs', 'pose_transfer_samples',
+           'JointOptimizer', 'weighted_sum', 'check_choice', 'check_nonnegative', 'check_unit_interval', 'check_betas',
            'check_milestones', 'GANMethod']
 
 # %% ../../nbs/41_methods.common.ipynb #3666f3c2
@@ -105,12 +105,17 @@ def split_keypoints(dataset, size: tuple[int, int], split: str = "train", needed
     return np.stack([resize_pose(dataset.keypoints[r.path], image_size(r.path), tuple(size)) for r in rows]).astype(np.float32)
 
 # %% ../../nbs/41_methods.common.ipynb #2a63978a
+def sample_pairs(batch: dict, columns: int = 8) -> tuple[Tensor, Tensor, Tensor]:
+    "(anchor images, other images, other keypoints) of `columns` pairs of a pair batch, pairs repeated when it has fewer."
+    pick = torch.arange(columns, device=batch["anchor"]["image"].device) % len(batch["anchor"]["image"])
+    return batch["anchor"]["image"][pick], batch["other"]["image"][pick], batch["other"]["keypoints"][pick]
+
 @torch.no_grad()
 def pose_transfer_samples(model, batch) -> Tensor | None:
-    "Three rows over up to 8 pairs of a pair batch: appearance image, real image of the target pose, model's transfer."
+    "Three rows of 8 pairs of a pair batch: appearance image, real image of the target pose, model's transfer."
     if not isinstance(batch, dict) or "anchor" not in batch or "keypoints" not in batch["other"]: return None
-    a, o = batch["anchor"]["image"][:8], batch["other"]["image"][:8]
-    return torch.cat([a, o, model.decode(model.encode(a, batch["other"]["keypoints"][:8]))])
+    a, o, pose = sample_pairs(batch)       # full rows of 8: the Trainer's grid keeps one kind of image per row
+    return torch.cat([a, o, model.decode(model.encode(a, pose))])
 
 # %% ../../nbs/41_methods.common.ipynb #17d23f65
 class JointOptimizer(torch.optim.Optimizer):

@@ -16,7 +16,7 @@ from ..core import Config, convert_range
 from ..data.loaders import LoaderConfig
 from ..data.pose import NUM_KEYPOINTS, pose_to_heatmaps
 from .common import (GANMethod, check_betas, check_milestones, check_nonnegative, check_unit_interval,
-                                           eval_mode, pose_structure, trainable)
+                                           eval_mode, pose_structure, sample_pairs, trainable)
 from ..models.backbones import ResNetTrunk
 from ..models.gan import (UPSAMPLING, ConvBlock, PatchDiscriminator, gan_g_loss, smoothed_d_loss,
                                        smoothed_targets, up_block, upsampling)
@@ -469,8 +469,7 @@ def sample_images(self: FDGAN, batch) -> Tensor | None:
     """Four rows over up to 8 pairs: the input person, the other image (the target pose's ground truth),
     the person drawn in the other's pose, and the other image redrawn from its own code."""
     if not isinstance(batch, dict) or "anchor" not in batch or "keypoints" not in batch["other"]: return None
-    a, o = batch["anchor"]["image"][:8], batch["other"]["image"][:8]
-    pose = batch["other"]["keypoints"][:8]
+    a, o, pose = sample_pairs(batch)
     transfer, own = self.decode(self.encode(a, pose)), self.decode(self.encode(o, pose))
     return torch.cat([a, o, transfer, own])
 
