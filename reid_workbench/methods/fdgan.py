@@ -466,7 +466,7 @@ def pair_scores(self: FDGAN, query: Tensor, gallery: Tensor) -> Tensor:
 @patch
 @torch.no_grad()
 def sample_images(self: FDGAN, batch) -> Tensor | None:
-    """Four rows over up to 8 pairs: the input person, the other image (the target pose's ground truth),
+    """Four rows of 8 pairs (repeated when the batch has fewer): the input person, the other image (the target pose's ground truth),
     the person drawn in the other's pose, and the other image redrawn from its own code."""
     if not isinstance(batch, dict) or "anchor" not in batch or "keypoints" not in batch["other"]: return None
     a, o, pose = sample_pairs(batch)

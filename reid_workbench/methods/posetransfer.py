@@ -470,7 +470,7 @@ def decode(self: PoseTransfer, codes: Codes) -> Tensor:
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100059
 @patch
 def sample_images(self: PoseTransfer, batch) -> Tensor | None:
-    "Three rows over up to 8 pairs: the appearance image, the target (real image of the pose), G's image."
+    "Three rows of 8 pairs (repeated when the batch has fewer): the appearance image, the target (real image of the pose), G's image."
     return pose_transfer_samples(self, batch)
 
 # %% ../../nbs/46_methods.posetransfer.ipynb #a7100062

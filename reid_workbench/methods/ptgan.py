@@ -628,7 +628,7 @@ def decode(self: PTGAN, codes: Codes) -> Tensor:
 # %% ../../nbs/47_methods.ptgan.ipynb #ed606d61
 @patch
 def sample_images(self: PTGAN, batch) -> Tensor | None:
-    "Three rows over up to 8 pairs: the input, the real image of the target pose, G's image."
+    "Three rows of 8 pairs (repeated when the batch has fewer): the input, the real image of the target pose, G's image."
     return pose_transfer_samples(self, batch)
 
 # %% ../../nbs/47_methods.ptgan.ipynb #fe81f2ac
