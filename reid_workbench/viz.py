@@ -13,8 +13,9 @@ from PIL import Image, ImageDraw, ImageFont
 from .core import convert_range
 
 # %% auto #0
-__all__ = ['to_pil', 'ranked_list_image', 'ranked_lists_figure', 'loss_columns', 'loss_curves_figure', 'loss_curves_png',
-           'image_grid', 'captioned_image']
+__all__ = ['PAD_COLOUR', 'QUERY_COLOUR', 'MATCH_COLOUR', 'OTHER_COLOUR', 'UNKNOWN_COLOUR', 'to_pil', 'letterbox_geometry',
+           'letterbox', 'ranked_row', 'titled', 'ranked_list_image', 'ranked_lists_figure', 'loss_columns',
+           'loss_curves_figure', 'loss_curves_png', 'image_grid', 'captioned_image']
 
 # %% ../nbs/51_viz.ipynb #ec98c411
 def to_pil(images, normalization: str = "imagenet") -> list[Image.Image] | Image.Image:
@@ -32,30 +33,69 @@ def _font(size: int = 10):
     try: return ImageFont.load_default(size=size)
     except TypeError: return ImageFont.load_default()
 
-def _load(image, size) -> Image.Image:
-    im = image if isinstance(image, Image.Image) else Image.open(image)
-    return im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+def _load(image, size=None) -> Image.Image:
+    "A PIL image or an image file, as RGB, resized to (height, width) `size` when given."
+    im = (image if isinstance(image, Image.Image) else Image.open(image)).convert("RGB")
+    return im if size is None else im.resize((size[1], size[0]), Image.BILINEAR)
 
-# %% ../nbs/51_viz.ipynb #b8f37d20
-def ranked_list_image(query, gallery: list, matches: list[bool], distances=None, size=(128, 64), border: int = 4,
-                      label_height: int = 14, title: str | None = None) -> Image.Image:
-    "One row: the query (blue border) and its ranked gallery images (green = same identity, red = not)."
-    h, w = size
-    n = 1 + len(gallery)
-    gap = 6
-    canvas = Image.new("RGB", (n * (w + 2 * border) + (n - 1) * gap, h + 2 * border + 2 * label_height), "white")
-    draw = ImageDraw.Draw(canvas)
-    font = _font(10)
-    if title: draw.text((2, 1), title, fill="black", font=font)
-    items = [(query, (40, 90, 220), "query")] + [
-        (g, (0, 170, 0) if m else (220, 0, 0), f"#{i + 1}" + (f" d={distances[i]:.2g}" if distances is not None else ""))
-        for i, (g, m) in enumerate(zip(gallery, matches))]
-    for k, (image, colour, label) in enumerate(items):
-        x0, y0 = k * (w + 2 * border + gap), label_height
-        draw.rectangle([x0, y0, x0 + w + 2 * border - 1, y0 + h + 2 * border - 1], fill=colour)
-        canvas.paste(_load(image, size), (x0 + border, y0 + border))
-        draw.text((x0 + 1, y0 + h + 2 * border + 1), label, fill="black", font=font)
+# %% ../nbs/51_viz.ipynb #rr000001
+PAD_COLOUR = (124, 116, 104)      # the ImageNet mean: an 'imagenet' model reads it as zeros
+
+def letterbox_geometry(image_size, size) -> tuple[float, int, int]:
+    "(scale, x offset, y offset) that fit an image of (height, width) `image_size` into `size`, aspect kept, centred."
+    (ih, iw), (h, w) = image_size, size
+    scale = min(h / ih, w / iw)
+    return scale, (w - max(1, round(iw * scale))) // 2, (h - max(1, round(ih * scale))) // 2
+
+def letterbox(image: Image.Image, size, fill=PAD_COLOUR) -> Image.Image:
+    "`image` scaled to fit (height, width) `size` with its aspect ratio kept, centred on a `fill` background."
+    scale, x0, y0 = letterbox_geometry((image.height, image.width), size)
+    canvas = Image.new("RGB", (size[1], size[0]), fill)
+    resized = image.convert("RGB").resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                          Image.BILINEAR)
+    canvas.paste(resized, (x0, y0))
     return canvas
+
+# %% ../nbs/51_viz.ipynb #rr000002
+QUERY_COLOUR, MATCH_COLOUR, OTHER_COLOUR, UNKNOWN_COLOUR = "#2860dc", "#00aa00", "#dc0000", "#909090"
+
+def ranked_row(cells: list[tuple[Image.Image, str, tuple[str, ...]]], size=(128, 64), border: int = 4,
+               per_row: int = 11, gap: int = 6) -> Image.Image:
+    "Thumbnails (image, border colour, caption lines), `per_row` a row, each fitted (not stretched) into `size`."
+    font, lines = _font(11), max(len(c[2]) for c in cells)
+    h, w = size
+    cw = max(w + 2 * border, max(font.getbbox(t)[2] for c in cells for t in c[2]) + 4)
+    ch = h + 2 * border + 13 * lines + 4
+    rows = -(-len(cells) // per_row)
+    canvas = Image.new("RGB", (min(len(cells), per_row) * (cw + gap) - gap, rows * ch), "white")
+    draw = ImageDraw.Draw(canvas)
+    for k, (image, colour, text) in enumerate(cells):
+        x0, y0 = (k % per_row) * (cw + gap), (k // per_row) * ch
+        bx = x0 + (cw - w - 2 * border) // 2
+        draw.rectangle([bx, y0, bx + w + 2 * border - 1, y0 + h + 2 * border - 1], fill=colour)
+        canvas.paste(letterbox(image, size, (255, 255, 255)), (bx + border, y0 + border))
+        for n, t in enumerate(text):
+            draw.text((x0 + (cw - font.getbbox(t)[2]) // 2, y0 + h + 2 * border + 2 + 13 * n), t, fill="black", font=font)
+    return canvas
+
+def titled(image: Image.Image, title: str) -> Image.Image:
+    "`image` under a line of text."
+    font = _font(12)
+    out = Image.new("RGB", (max(image.width, font.getbbox(title)[2] + 4), image.height + 18), "white")
+    ImageDraw.Draw(out).text((2, 2), title, fill="black", font=font)
+    out.paste(image, (0, 18))
+    return out
+
+# %% ../nbs/51_viz.ipynb #rr000004
+def ranked_list_image(query, gallery: list, matches: list[bool], distances=None, size=(128, 64), border: int = 4,
+                      title: str | None = None) -> Image.Image:
+    "One `ranked_row`: the query (blue border) and its ranked gallery images (green = same identity, red = not)."
+    cells = [(_load(query, None), QUERY_COLOUR, ("query",))] + [
+        (_load(g, None), MATCH_COLOUR if m else OTHER_COLOUR,
+         (f"#{i + 1}" + (f" d={distances[i]:.2g}" if distances is not None else ""),))
+        for i, (g, m) in enumerate(zip(gallery, matches))]
+    row = ranked_row(cells, size, border, per_row=len(cells))
+    return titled(row, title) if title else row
 
 # %% ../nbs/51_viz.ipynb #69b224a7
 def ranked_lists_figure(rows: list[Image.Image]) -> Image.Image:

@@ -29,17 +29,16 @@ from ..data.pose import draw_skeleton, read_keypoints_csv
 from ..data.synth import load_factors, synthreid_info
 from ..registry import info_of, load_trained
 from ..training import run_data_root
-from ..viz import captioned_image, to_pil
+from ..viz import PAD_COLOUR, captioned_image, letterbox, letterbox_geometry, to_pil
 import torchvision.transforms.v2.functional as TF   # after reid_workbench: it makes torchvision's ops importable
 
 # %% auto #0
-__all__ = ['PIXELATED', 'STYLE', 'PART_COLOURS', 'PAD_COLOUR', 'UPLOAD_PID', 'ALL', 'png_bytes', 'png_array', 'image_widget',
-           'style_widget', 'captioned', 'part_colour', 'outline_regions', 'model_image', 'input_size_of', 'ImageBank',
-           'need_disentangler', 'model_device', 'CodeBank', 'letterbox_geometry', 'letterbox', 'letterbox_pose',
-           'read_upload', 'take_upload', 'upload_pose', 'code_bank', 'ImagePicker', 'plotly_bundle', 'show_figure',
-           'error_text', 'error_html', 'Dashboard', 'interactive_threads', 'download_link', 'verdict_html', 'LatestJob',
-           'BankUpload', 'ErrorDashboard', 'OpenRun', 'build_for_run', 'DashboardEntry', 'register_dashboard',
-           'dashboards_for']
+__all__ = ['PIXELATED', 'STYLE', 'PART_COLOURS', 'UPLOAD_PID', 'ALL', 'png_bytes', 'png_array', 'image_widget', 'style_widget',
+           'captioned', 'part_colour', 'outline_regions', 'model_image', 'input_size_of', 'ImageBank',
+           'need_disentangler', 'model_device', 'CodeBank', 'letterbox_pose', 'read_upload', 'take_upload',
+           'upload_pose', 'code_bank', 'ImagePicker', 'plotly_bundle', 'show_figure', 'error_text', 'error_html',
+           'Dashboard', 'interactive_threads', 'download_link', 'verdict_html', 'LatestJob', 'BankUpload',
+           'ErrorDashboard', 'OpenRun', 'build_for_run', 'DashboardEntry', 'register_dashboard', 'dashboards_for']
 
 # %% ../../nbs/52_dashboards.core.ipynb #396b449f
 def png_bytes(image: Image.Image) -> bytes:
@@ -282,23 +281,7 @@ def structure_thumbnail(self: CodeBank, i: int) -> Image.Image:
     return im if pose is None else Image.fromarray(draw_skeleton(pose, canvas=np.asarray(im)))
 
 # %% ../../nbs/52_dashboards.core.ipynb #upl00002
-PAD_COLOUR = (124, 116, 104)      # the ImageNet mean: an 'imagenet' model reads it as zeros
 UPLOAD_PID = -2                    # the identity of uploads (-1 is Market-1501's junk)
-
-def letterbox_geometry(image_size, size) -> tuple[float, int, int]:
-    "(scale, x offset, y offset) that fit an image of (height, width) `image_size` into `size`, aspect kept, centred."
-    (ih, iw), (h, w) = image_size, size
-    scale = min(h / ih, w / iw)
-    return scale, (w - max(1, round(iw * scale))) // 2, (h - max(1, round(ih * scale))) // 2
-
-def letterbox(image: Image.Image, size, fill=PAD_COLOUR) -> Image.Image:
-    "`image` scaled to fit (height, width) `size` with its aspect ratio kept, centred on a `fill` background."
-    scale, x0, y0 = letterbox_geometry((image.height, image.width), size)
-    canvas = Image.new("RGB", (size[1], size[0]), fill)
-    resized = image.convert("RGB").resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                                          Image.BILINEAR)
-    canvas.paste(resized, (x0, y0))
-    return canvas
 
 def letterbox_pose(pose: np.ndarray, image_size, size) -> np.ndarray:
     "An (18, 3) pose in an image of `image_size` moved to where `letterbox` puts that image in `size`."

@@ -26,12 +26,12 @@ from ..data.loaders import LoaderConfig, build_test_loaders, load_image
 from ..methods.common import state_digest
 from ..metrics import evaluate_rank, extract_features, ranked_gallery, retrieval_distances
 from ..registry import info_of
-from ..viz import _font, to_pil
+from ..viz import MATCH_COLOUR, OTHER_COLOUR, QUERY_COLOUR, UNKNOWN_COLOUR, ranked_row, titled, to_pil
 
 # %% auto #0
-__all__ = ['FEATURE_CACHE_VERSION', 'QUERY_COLOUR', 'MATCH_COLOUR', 'OTHER_COLOUR', 'UNKNOWN_COLOUR', 'LEGEND', 'PROTOCOL_NOTE',
-           'SORT_OPTIONS', 'TABLE_COLUMNS', 'HITS_STYLE', 'Ranking', 'has_embed', 'model_digest', 'features_key',
-           'RetrievalSession', 'legend_html', 'ranked_row', 'titled', 'sorted_scores', 'RetrievalDashboard']
+__all__ = ['FEATURE_CACHE_VERSION', 'LEGEND', 'PROTOCOL_NOTE', 'SORT_OPTIONS', 'TABLE_COLUMNS', 'HITS_STYLE', 'Ranking',
+           'has_embed', 'model_digest', 'features_key', 'RetrievalSession', 'legend_html', 'sorted_scores',
+           'RetrievalDashboard']
 
 # %% ../../nbs/56_dashboards.retrieval.ipynb #0a14f19f
 @dataclass
@@ -224,7 +224,6 @@ def model_sees(self: RetrievalSession, query: Image.Image, hit: Image.Image) -> 
     return to_pil(torch.cat([x, y[:1]]).detach().float().cpu(), self.info.normalization)
 
 # %% ../../nbs/56_dashboards.retrieval.ipynb #0e4f5a02
-QUERY_COLOUR, MATCH_COLOUR, OTHER_COLOUR, UNKNOWN_COLOUR = "#2860dc", "#00aa00", "#dc0000", "#909090"
 LEGEND = ((QUERY_COLOUR, "query"), (MATCH_COLOUR, "same person (true match)"), (OTHER_COLOUR, "another person"),
           (UNKNOWN_COLOUR, "identity unknown (uploaded query)"))
 
@@ -235,35 +234,6 @@ def legend_html(note: str = "") -> str:
     items = "".join(f'<span style="display:inline-block;width:12px;height:12px;background:{c};margin:0 4px 0 10px;'
                     f'vertical-align:middle"></span>{html.escape(t)}' for c, t in LEGEND)
     return f'<div style="font-size:90%">border:{items}{f" · <i>{html.escape(note)}</i>" if note else ""}</div>'
-
-# %% ../../nbs/56_dashboards.retrieval.ipynb #0e4f5a03
-def ranked_row(cells: list[tuple[Image.Image, str, tuple[str, ...]]], size=(128, 64), border: int = 4,
-               per_row: int = 11, gap: int = 6) -> Image.Image:
-    "Thumbnails (image, border colour, caption lines), `per_row` a row, each fitted (not stretched) into `size`."
-    font, lines = _font(11), max(len(c[2]) for c in cells)
-    h, w = size
-    cw = max(w + 2 * border, max(font.getbbox(t)[2] for c in cells for t in c[2]) + 4)
-    ch = h + 2 * border + 13 * lines + 4
-    rows = -(-len(cells) // per_row)
-    canvas = Image.new("RGB", (min(len(cells), per_row) * (cw + gap) - gap, rows * ch), "white")
-    draw = ImageDraw.Draw(canvas)
-    for k, (image, colour, text) in enumerate(cells):
-        x0, y0 = (k % per_row) * (cw + gap), (k // per_row) * ch
-        bx = x0 + (cw - w - 2 * border) // 2
-        draw.rectangle([bx, y0, bx + w + 2 * border - 1, y0 + h + 2 * border - 1], fill=colour)
-        canvas.paste(letterbox(image, size, (255, 255, 255)), (bx + border, y0 + border))
-        for n, t in enumerate(text):
-            draw.text((x0 + (cw - font.getbbox(t)[2]) // 2, y0 + h + 2 * border + 2 + 13 * n), t, fill="black", font=font)
-    return canvas
-
-# %% ../../nbs/56_dashboards.retrieval.ipynb #0e4f5a05
-def titled(image: Image.Image, title: str) -> Image.Image:
-    "`image` under a line of text."
-    font = _font(12)
-    out = Image.new("RGB", (max(image.width, font.getbbox(title)[2] + 4), image.height + 18), "white")
-    ImageDraw.Draw(out).text((2, 2), title, fill="black", font=font)
-    out.paste(image, (0, 18))
-    return out
 
 # %% ../../nbs/56_dashboards.retrieval.ipynb #0992c08a
 SORT_OPTIONS = (("query order", "index"), ("AP: worst first", "ap_asc"), ("AP: best first", "ap_desc"))
