@@ -58,6 +58,15 @@ def test_module_shapes():
     assert IdentityDiscriminator(18)(torch.randn(2, 3, 128, 64), fake).shape == (2,)
     ids, patches = FDGANDiscriminators(18, 8, 3)(Judged(torch.randn(2, 3, 128, 64), fake, torch.rand(2, 18, 128, 64)))
     assert ids.shape == (2,) and patches.shape == (2, 1, 16, 8)
+    fixed = PoseGenerator(512, (128, 64), (8, 8, 8, 8, 8), 16, 8, (32, 16, 16, 8, 8), upsample="resize",
+                          standardise_appearance=True, pose_skips=True)          # GENERATOR_FIXES: not the paper's
+    heat = torch.rand(2, 18, 128, 64)
+    assert fixed(f[:2], heat, torch.randn(2, 8)).shape == (2, 3, 128, 64)
+    fixed.eval()                                                               # standardised by E(x)'s running statistics
+    shifted = fixed(f[:2] + 5.0, heat)
+    assert not torch.allclose(shifted, fixed(f[:2], heat))
+    fixed.appearance_norm.running_mean -= 5.0                                 # E(x) + 5 under the old statistics
+    assert torch.allclose(shifted, fixed(f[:2], heat), atol=1e-5)
 
 
 def test_losses_on_hand_made_inputs():

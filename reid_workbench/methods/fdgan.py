@@ -27,7 +27,7 @@ from ..training import Stage, StepContext
 _logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['FDGANConfig', 'ImageEncoder', 'VerificationHead', 'PoseEncoder', 'PoseDecoder', 'PoseGenerator',
+__all__ = ['GENERATOR_FIXES', 'FDGANConfig', 'ImageEncoder', 'VerificationHead', 'PoseEncoder', 'PoseDecoder', 'PoseGenerator',
            'IdentityDiscriminator', 'Judged', 'FDGANDiscriminators', 'verification_loss', 'branch_sum', 'l1_distance',
            'reconstruction_loss', 'same_pose_loss', 'FDGAN', 'linear_decay']
 
@@ -45,6 +45,8 @@ class _FDGANNetworks(Config):
     generator_channels: tuple[int, ...] = (512, 512, 256, 128, 64)   # G's first map and four up blocks; a fifth gives RGB
     generator_dropout: float = 0.5
     upsample: str = "transposed"             # G's up blocks: "transposed" (the paper) or "resize" (no checkerboard)
+    standardise_appearance: bool = False     # G standardises E(x) per dimension (not the paper's: the tiny preset's)
+    pose_skips: bool = False                 # U-Net skips from the pose encoder's maps into G (not the paper's: tiny's)
     pose_dis_dim: int = 64
     pose_dis_layers: int = 3
 
@@ -134,6 +136,8 @@ def tiny(cls: FDGANConfig, **overrides) -> FDGANConfig:
                        lr_verifier=1e-2, milestones=(), lr3_encoder=1e-4, lr3_generator=1e-4, lr3_verifier=1e-3,
                        lr3_dis=1e-3, epochs_stage1=1, epochs_stage2=1, epochs_stage3=1) | overrides))
 
+GENERATOR_FIXES = dict(upsample="resize", standardise_appearance=True, pose_skips=True, epochs_stage2=4)  # not the paper's
+
 # %% ../../nbs/45_methods.fdgan.ipynb #789f9cfa
 @patch
 def heatmap_options(self: FDGANConfig) -> dict:
@@ -179,32 +183,58 @@ class PoseEncoder(nn.Sequential):
         layers += [nn.Conv2d(c, pose_dim, (size[0] // 32, size[1] // 32)), nn.Flatten(1)]
         super().__init__(*layers)
 
+    def code_and_maps(self, heatmaps: Tensor) -> tuple[Tensor, list[Tensor]]:
+        "The pose code and the five blocks' maps (H/2 ... H/32), for `PoseDecoder`'s skips."
+        maps, x, (*blocks, conv, flatten) = [], heatmaps, list(self)     # slicing would rebuild this class
+        for block in blocks:
+            x = block(x)
+            maps.append(x)
+        return flatten(conv(x)), maps
+
 # %% ../../nbs/45_methods.fdgan.ipynb #8c41c622
 class PoseDecoder(nn.Sequential):
-    "[E(x), pose code, noise] (B, D) -> image (B, 3, H, W) in [-1, 1]: a (H/32, W/32) map, then five x2 up blocks."
+    """[E(x), pose code, noise] (B, D) -> image (B, 3, H, W) in [-1, 1]: a (H/32, W/32) map, then five x2 up blocks.
+    `skip_channels` (the pose encoder's five maps, H/2 ... H/32): each up block also reads the map of its input's size."""
     def __init__(self, in_dim: int, size: tuple[int, int], channels=(512, 512, 256, 128, 64), dropout: float = 0.5,
-                 upsample: str = "transposed"):
+                 upsample: str = "transposed", skip_channels: tuple[int, ...] | None = None):
         first = nn.Sequential(nn.Unflatten(1, (in_dim, 1, 1)),
                               nn.ConvTranspose2d(in_dim, channels[0], (size[0] // 32, size[1] // 32), bias=False),
                               nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True))
-        ups = [up_block(channels[i], channels[i + 1], dropout, upsample) for i in range(4)]
-        last = nn.Sequential(upsampling(channels[-1], 3, upsample, bias=True), nn.Tanh())
+        extra = tuple(reversed(skip_channels)) if skip_channels else (0,) * 5    # H/32 first, as the decoder goes
+        ups = [up_block(channels[i] + extra[i], channels[i + 1], dropout, upsample) for i in range(4)]
+        last = nn.Sequential(upsampling(channels[-1] + extra[4], 3, upsample, bias=True), nn.Tanh())
         super().__init__(first, *ups, last)
+        self.skips = bool(skip_channels)
+
+    def forward(self, codes: Tensor, skips: list[Tensor] | None = None) -> Tensor:
+        "`skips`: the pose encoder's maps, largest first (required when built with `skip_channels`)."
+        if self.skips != (skips is not None): raise ValueError(f"PoseDecoder built with skips={self.skips}, called with"
+                                                               f" {'no ' if skips is None else ''}skip maps")
+        x = self[0](codes)
+        for i, block in enumerate(list(self)[1:]):
+            x = block(torch.cat([x, skips[-1 - i].to(x.dtype)], 1) if self.skips else x)
+        return x
 
 # %% ../../nbs/45_methods.fdgan.ipynb #4822d2bb
 class PoseGenerator(nn.Module):
-    "G: G(E(x), heatmaps, noise) = decoder([E(x), pose_encoder(heatmaps), noise])."
+    """G: G(E(x), heatmaps, noise) = decoder([E(x), pose_encoder(heatmaps), noise]). Not the paper's, off by default:
+    `standardise_appearance` (E(x) through a BatchNorm without weights) and `pose_skips` (U-Net skips of the pose maps)."""
     def __init__(self, feature_dim: int, size: tuple[int, int], pose_channels=(64, 128, 256, 512, 512), pose_dim: int = 128,
-                 noise_dim: int = 256, channels=(512, 512, 256, 128, 64), dropout: float = 0.5, upsample: str = "transposed"):
+                 noise_dim: int = 256, channels=(512, 512, 256, 128, 64), dropout: float = 0.5, upsample: str = "transposed",
+                 standardise_appearance: bool = False, pose_skips: bool = False):
         super().__init__()
         self.feature_dim, self.noise_dim = feature_dim, noise_dim
+        self.appearance_norm = nn.BatchNorm1d(feature_dim, affine=False) if standardise_appearance else nn.Identity()
         self.pose_encoder = PoseEncoder(size, pose_channels, pose_dim)
-        self.decoder = PoseDecoder(feature_dim + pose_dim + noise_dim, size, channels, dropout, upsample)
+        self.decoder = PoseDecoder(feature_dim + pose_dim + noise_dim, size, channels, dropout, upsample,
+                                   pose_channels if pose_skips else None)
 
     def forward(self, features: Tensor, heatmaps: Tensor, noise: Tensor | None = None) -> Tensor:
         "Images in [-1, 1]; `noise` None: zeros."
         if noise is None: noise = features.new_zeros(len(features), self.noise_dim)
-        return self.decoder(torch.cat([features, self.pose_encoder(heatmaps).to(features.dtype), noise], 1))
+        pose, maps = self.pose_encoder.code_and_maps(heatmaps)
+        codes = torch.cat([self.appearance_norm(features), pose.to(features.dtype), noise], 1)
+        return self.decoder(codes, maps if self.decoder.skips else None)
 
 # %% ../../nbs/45_methods.fdgan.ipynb #f8cfd28e
 class IdentityDiscriminator(nn.Module):
@@ -272,7 +302,8 @@ class FDGAN(GANMethod):
         self.encoder = ImageEncoder(cfg.depth, cfg.pretrained)
         self.verifier = VerificationHead(self.encoder.dim)
         self.generator = PoseGenerator(self.encoder.dim, cfg.size, cfg.pose_channels, cfg.pose_dim, cfg.noise_dim,
-                                       cfg.generator_channels, cfg.generator_dropout, cfg.upsample)
+                                       cfg.generator_channels, cfg.generator_dropout, cfg.upsample,
+                                       cfg.standardise_appearance, cfg.pose_skips)
         self.discriminator = FDGANDiscriminators(cfg.depth, cfg.pose_dis_dim, cfg.pose_dis_layers,
                                                  self.encoder if cfg.share_encoder else None)
         self.register_buffer("identity_initialised", torch.zeros((), dtype=torch.bool))
