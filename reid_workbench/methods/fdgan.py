@@ -45,8 +45,8 @@ class _FDGANNetworks(Config):
     generator_channels: tuple[int, ...] = (512, 512, 256, 128, 64)   # G's first map and four up blocks; a fifth gives RGB
     generator_dropout: float = 0.5
     upsample: str = "transposed"             # G's up blocks: "transposed" (the paper) or "resize" (no checkerboard)
-    standardise_appearance: bool = False     # G standardises E(x) per dimension (not the paper's: the tiny preset's)
-    pose_skips: bool = False                 # U-Net skips from the pose encoder's maps into G (not the paper's: tiny's)
+    standardise_appearance: bool = False     # G standardises E(x) per dimension (not the paper's; GENERATOR_FIXES)
+    pose_skips: bool = False                 # U-Net skips of the pose encoder's maps into G (not the paper's; GENERATOR_FIXES)
     pose_dis_dim: int = 64
     pose_dis_layers: int = 3
 
