@@ -42,7 +42,8 @@ def test_presets_and_validation():
                      (dict(sigma_range=(0.0, 2.0)), "sigma"), (dict(generator_dropout=1.0), "generator_dropout")]:
         with pytest.raises(ValueError, match=msg): FDGANConfig(**bad)
     info = method_info("fdgan")
-    assert (info.model, info.structure_kind, info.quickstart, info.references) == (FDGAN, "keypoints", {"epochs_stage3": 0}, {"encoder_run": "baseline"})
+    assert (info.model, info.structure_kind, info.references) == (FDGAN, "keypoints", {"encoder_run": "baseline"})
+    assert info.quickstart == {"epochs_stage2": 3, "epochs_stage3": 0, "use_lid": False}     # stages I and II, no D_id
 
 
 def test_module_shapes():

@@ -45,8 +45,8 @@ class _FDGANNetworks(Config):
     generator_channels: tuple[int, ...] = (512, 512, 256, 128, 64)   # G's first map and four up blocks; a fifth gives RGB
     generator_dropout: float = 0.5
     upsample: str = "transposed"             # G's up blocks: "transposed" (the paper) or "resize" (no checkerboard)
-    standardise_appearance: bool = False     # G standardises E(x) per dimension (not the paper's; GENERATOR_FIXES)
-    pose_skips: bool = False                 # U-Net skips of the pose encoder's maps into G (not the paper's; GENERATOR_FIXES)
+    standardise_appearance: bool = False     # G standardises E(x) per dimension (not the paper's; tiny preset)
+    pose_skips: bool = False                 # U-Net skips of the pose encoder's maps into G (not the paper's; tiny preset)
     pose_dis_dim: int = 64
     pose_dis_layers: int = 3
 
@@ -120,6 +120,8 @@ class FDGANConfig(_FDGANObjective):
         check_nonnegative(self, "weight_decay", "epochs_stage1", "epochs_stage2", "epochs_stage3")
 
 # %% ../../nbs/45_methods.fdgan.ipynb #68473f75
+GENERATOR_FIXES = dict(upsample="resize", standardise_appearance=True, pose_skips=True)   # G's departures (tiny preset)
+
 @patch(cls_method=True)
 def paper(cls: FDGANConfig, **overrides) -> FDGANConfig:
     "The paper's setting: ResNet-50 at 256x128, 128 pairs per batch, 80 / 100 / 50 epochs."
@@ -127,16 +129,14 @@ def paper(cls: FDGANConfig, **overrides) -> FDGANConfig:
 
 @patch(cls_method=True)
 def tiny(cls: FDGANConfig, **overrides) -> FDGANConfig:
-    """ResNet-18 at 128x64 (E from `encoder_run`, a baseline run), small G and D_pd, 16 pairs per batch at 1 : 1,
-    1 / 1 / 1 epochs: minutes on a CPU."""
+    """ResNet-18 at 128x64 (E from `encoder_run`, a baseline run), small G with `GENERATOR_FIXES` and D_pd, 16 pairs
+    per batch at 1 : 1, 1 / 4 / 1 epochs: minutes on a CPU."""
     # stage III's paper rates (1e-6) would not move a model trained for minutes: x100 here
     return cls(**(dict(depth=18, pretrained=False, size=(128, 64), noise_dim=16, pose_dim=32,
                        pose_channels=(16, 32, 64, 64, 64), generator_channels=(128, 64, 32, 32, 16), generator_dropout=0.0,
                        pose_dis_dim=16, pose_dis_layers=2, pairs_per_batch=16, pos_neg_ratio=(1, 1), lr_encoder=1e-3,
                        lr_verifier=1e-2, milestones=(), lr3_encoder=1e-4, lr3_generator=1e-4, lr3_verifier=1e-3,
-                       lr3_dis=1e-3, epochs_stage1=1, epochs_stage2=1, epochs_stage3=1) | overrides))
-
-GENERATOR_FIXES = dict(upsample="resize", standardise_appearance=True, pose_skips=True, epochs_stage2=4)  # not the paper's
+                       lr3_dis=1e-3, epochs_stage1=1, epochs_stage2=4, epochs_stage3=1) | GENERATOR_FIXES | overrides))
 
 # %% ../../nbs/45_methods.fdgan.ipynb #789f9cfa
 @patch
@@ -273,7 +273,6 @@ class FDGANDiscriminators(nn.Module):
 def verification_loss(logits: Tensor, same: Tensor) -> Tensor:
     "L_v (eq. 1): binary cross-entropy of V's logits against 1 (same person) / 0."
     return F.binary_cross_entropy_with_logits(logits.float(), same.float())
-
 
 # %% ../../nbs/45_methods.fdgan.ipynb #bfb61625
 def branch_sum(loss, *stacked: Tensor) -> Tensor:
@@ -506,7 +505,8 @@ def sample_images(self: FDGAN, batch) -> Tensor | None:
 
 # %% ../../nbs/45_methods.fdgan.ipynb #5224b402
 register_method(MethodInfo("fdgan", FDGANConfig, FDGAN, summary="pose-guided feature distilling GAN, three stages",
-                           structure_kind="keypoints", swap_body="a", quickstart=dict(epochs_stage3=0), quickstart_order=40,
+                           structure_kind="keypoints", swap_body="a", quickstart_order=40,
+                           quickstart=dict(epochs_stage2=3, epochs_stage3=0, use_lid=False),
                            references={"encoder_run": "baseline"},
                            loss_descriptions=dict(
                                L_v='Siamese verification BCE: same person or not',
