@@ -328,7 +328,8 @@ def load_test_images(data_root, size=None, factors=None) -> EvalImages:
     root, _ = _check_synthreid(data_root)
     factors = load_factors(root) if factors is None else factors
     rows = swap_candidates(factors)
-    paths = [root / SPLIT_FOLDERS[r.split] / r.name for r in rows.itertuples()]
+    # absolute, as the dataset keys its keypoints: a relative data_root finds them too
+    paths = [root.expanduser().absolute() / SPLIT_FOLDERS[r.split] / r.name for r in rows.itertuples()]
     images = torch.stack([_to_size(load_image(path), size) for path in paths])
     return EvalImages(rows["name"].tolist(), [int(p) for p in rows["pid"]], images,
                       _test_keypoints(root, paths, tuple(images.shape[-2:])))
