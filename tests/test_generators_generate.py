@@ -4,6 +4,7 @@ ignores its appearance code fails the same check. FD-GAN's `load(run_dir)`, trai
 (b's keypoints bring the drawing closer to the ground truth on the person than a's own; untrained they do not) and a's
 appearance code changes it."""
 import copy
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -22,20 +23,26 @@ EPOCHS = 8                                                     # of 18 steps (8 
 EFFECT_MIN = 0.02
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    work = tmp_path_factory.mktemp("generates")
+@contextmanager
+def small_synthreid_one_thread(tmp_path_factory, name: str):
+    "A fresh small SynthReID in its own folder, with torch on one thread (as measured) until the block ends."
+    work = tmp_path_factory.mktemp(name)
     root, _ = write_synthreid(work / "synth", SynthConfig.tiny(**DATA), progress=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
+    try: yield work, root
+    finally: torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    with small_synthreid_one_thread(tmp_path_factory, "generates") as (work, root):
         seed_everything(0)
         untrained = method_info("dgnet").model(method_config("dgnet", "tiny"), 24).eval()
         seed_everything(0)
         train_run("dgnet", root, work / "run", preset="tiny", epochs=EPOCHS, progress=False, verify_images=False,
                   config_overrides=dict(milestones=[]))
         yield root, load_trained(work / "run", "cpu"), untrained
-    finally: torch.set_num_threads(threads)
 
 
 def _effect(model, root) -> float:
@@ -75,11 +82,7 @@ POSE_SHARE_MIN, POSE_GAIN_MIN, FDGAN_EFFECT_MIN = 0.6, 0.01, 0.005
 
 @pytest.fixture(scope="module")
 def fdgan(tmp_path_factory):
-    work = tmp_path_factory.mktemp("fdgan_generates")
-    root, _ = write_synthreid(work / "synth", SynthConfig.tiny(**DATA), progress=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with small_synthreid_one_thread(tmp_path_factory, "fdgan_generates") as (work, root):
         seed_everything(0)
         train_run("baseline", root, work / "base", epochs=8, progress=False, verify_images=False,
                   config_overrides=dict(size=(64, 32), last_stride=2, P=4, K=4, warmup_epochs=0, milestones=()))
@@ -90,7 +93,6 @@ def fdgan(tmp_path_factory):
         train_run("fdgan", root, work / "run", preset="tiny", progress=False, verify_images=False,
                   config_overrides=overrides)
         yield root, load_trained(work / "run", "cpu"), untrained
-    finally: torch.set_num_threads(threads)
 
 
 def pose_gain(model, root, num_pairs: int = 64) -> tuple[float, float]:
