@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from reid_workbench.codes_metrics import generate_swaps, load_swap_set, region_l1, region_ssim
-from reid_workbench.codes_metrics import evaluate_disentanglement
+from reid_workbench.codes_metrics import (evaluate_disentanglement, generate_swaps, load_swap_set, reconstruct,
+                                          region_l1, region_ssim)
 from reid_workbench.core import seed_everything
 from reid_workbench.data.synth import SynthConfig, write_synthreid
 from reid_workbench.registry import load_trained, method_config, method_info
@@ -92,45 +92,38 @@ def fdgan(tmp_path_factory):
         seed_everything(0)
         train_run("fdgan", root, work / "run", preset="tiny", progress=False, verify_images=False,
                   config_overrides=overrides)
-        yield root, load_trained(work / "run", "cpu"), untrained
+        yield root, load_trained(work / "run", "cpu"), untrained, load_swap_set(root, 64, size=(64, 32))
 
 
-def pose_gain(model, root, num_pairs: int = 64) -> tuple[float, float]:
+def pose_gain(model, pairs) -> tuple[float, float]:
     """How much b's keypoints bring the drawing of a closer to the ground truth (a's body in b's pose) on the person
     region than a's own keypoints: (share of pairs whose person L1 drops, mean gain in person SSIM). The two drawings
     differ only in the keypoints, so a generator that ignores them gains nothing: (0, 0)."""
-    pairs = load_swap_set(root, num_pairs, size=(64, 32))
     truth = pairs.gt.float() / 255
     swapped = generate_swaps(model, pairs.a, pairs.b, keypoints_a=pairs.keypoints_a, keypoints_b=pairs.keypoints_b)
-    redrawn = generate_swaps(model, pairs.a, pairs.a, keypoints_a=pairs.keypoints_a, keypoints_b=pairs.keypoints_a)
+    redrawn = reconstruct(model, pairs.a, keypoints=pairs.keypoints_a)
     l1_drop = region_l1(redrawn, truth, pairs.mask) - region_l1(swapped, truth, pairs.mask)
     ssim_gain = region_ssim(swapped, truth, pairs.mask) - region_ssim(redrawn, truth, pairs.mask)
     return float((l1_drop > 0).float().mean()), float(ssim_gain.mean())
 
 
-def _ignoring_pose(model):
-    "A copy of `model` whose decoder draws every person in one fixed pose: keypoints that do not reach G."
+def _ignoring_pose(model, pose):
+    "A copy of `model` whose decoder draws every person in the one `pose` (1, 18, 3): keypoints that do not reach G."
     blind = copy.deepcopy(model)
     decode = blind.decode
-    pose = None
-
-    def decode_in_one_pose(codes):
-        nonlocal pose
-        pose = codes.structure[:1].clone() if pose is None else pose
-        return decode(replace(codes, structure=pose.expand_as(codes.structure)))
-    blind.decode = decode_in_one_pose
+    blind.decode = lambda codes: decode(replace(codes, structure=pose.expand_as(codes.structure)))
     return blind
 
 
 def test_fdgan_draws_a_in_b_pose(fdgan):
-    root, model, untrained = fdgan
-    (share, gain), (_, gain_before) = pose_gain(model, root), pose_gain(untrained, root)
+    _, model, untrained, pairs = fdgan
+    (share, gain), (_, gain_before) = pose_gain(model, pairs), pose_gain(untrained, pairs)
     assert share >= POSE_SHARE_MIN and gain > POSE_GAIN_MIN and gain_before < POSE_GAIN_MIN, (share, gain, gain_before)
-    assert pose_gain(_ignoring_pose(model), root) == (0.0, 0.0)
+    assert pose_gain(_ignoring_pose(model, pairs.keypoints_a[:1]), pairs) == (0.0, 0.0)
 
 
 def test_fdgan_appearance_code_changes_the_person(fdgan):
-    root, model, untrained = fdgan
+    root, model, untrained, _ = fdgan
     effect, before, blind = _effect(model, root), _effect(untrained, root), _effect(_ignoring_appearance(model), root)
     assert effect > FDGAN_EFFECT_MIN and effect > 2 * before, (effect, before)
     assert blind == pytest.approx(0.0, abs=1e-6)
